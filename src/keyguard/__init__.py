@@ -1,0 +1,68 @@
+"""keyguard: machine-to-machine authentication for HTTP APIs.
+
+API keys that are generated, stored and checked safely, per-key rate limits,
+and ASGI and WSGI middleware. Start with :class:`KeyManager` (or
+:class:`AsyncKeyManager`) over a store from :mod:`keyguard.stores`.
+"""
+
+from ._clock import Clock, SystemClock
+from ._errors import (
+    DuplicateKeyError,
+    KeyguardError,
+    KeyNotFoundError,
+    MalformedKeyError,
+    RateLimitBackendError,
+    SecretTooLongError,
+    StorageError,
+)
+from ._flow import Denial, DenialReason
+from ._hashing import HmacSecretHasher, PasslibHasher, SecretHasher, VerifiedSecretCache
+from ._keys import (
+    DEFAULT_KEY_FORMAT,
+    GeneratedKey,
+    KeyFormat,
+    ParsedKey,
+    checksum,
+    generate_key,
+    parse_key,
+)
+from ._manager import AsyncKeyManager, KeyManager
+from ._records import UNSET, IssuedKey, KeyChanges, KeyRecord, KeyStatus, Principal
+from .ratelimit._policy import Policy
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "DEFAULT_KEY_FORMAT",
+    "UNSET",
+    "AsyncKeyManager",
+    "Clock",
+    "Denial",
+    "DenialReason",
+    "DuplicateKeyError",
+    "GeneratedKey",
+    "HmacSecretHasher",
+    "IssuedKey",
+    "KeyChanges",
+    "KeyFormat",
+    "KeyManager",
+    "KeyNotFoundError",
+    "KeyRecord",
+    "KeyStatus",
+    "KeyguardError",
+    "MalformedKeyError",
+    "ParsedKey",
+    "PasslibHasher",
+    "Policy",
+    "Principal",
+    "RateLimitBackendError",
+    "SecretHasher",
+    "SecretTooLongError",
+    "StorageError",
+    "SystemClock",
+    "VerifiedSecretCache",
+    "__version__",
+    "checksum",
+    "generate_key",
+    "parse_key",
+]

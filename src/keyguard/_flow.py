@@ -1,0 +1,248 @@
+"""The verification flow and the key lifecycle, written once, driven sync or async.
+
+Every operation here is a generator that makes decisions and *yields* the I/O
+it needs as :class:`Call` objects (``Call("store", "get", (key_id,))``). A
+sync driver performs a call with ``store.get(key_id)``, an async driver with
+``await store.aget(key_id)``, and sends the result back in. So what is
+malformed, which check comes first and what a denial says exist in exactly one
+place, whichever kind of app runs them.
+
+A failure of a backend reaches the generator as :class:`StorageError` (thrown
+in at the ``yield``), so the flow also decides what a failure means: for
+authentication it is a denial, "store unavailable" (fail closed).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Collection, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ._errors import KeyguardError, MalformedKeyError, SecretTooLongError, StorageError
+from ._hashing import SecretHasher, VerifiedSecretCache
+from ._keys import KeyFormat, ParsedKey, parse_key
+from ._records import KeyChanges, KeyRecord, Principal
+
+__all__ = ["Call", "Denial", "DenialReason", "Flow", "drive_async", "drive_sync"]
+
+logger = logging.getLogger("keyguard")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One I/O step a flow needs: ``target.method(*args)`` (``a``-prefixed when async)."""
+
+    target: str
+    method: str
+    args: tuple[Any, ...] = ()
+
+
+Flow = Generator[Call, Any, T]
+
+
+def _wrap(exc: Exception, call: Call) -> KeyguardError:
+    if isinstance(exc, KeyguardError):
+        return exc
+    wrapped = StorageError(f"{call.target}.{call.method} failed: {type(exc).__name__}")
+    wrapped.__cause__ = exc
+    return wrapped
+
+
+def drive_sync(flow: Flow[T], targets: Mapping[str, Any]) -> T:
+    """Run ``flow`` to completion, performing each call synchronously."""
+    try:
+        call = next(flow)
+        while True:
+            try:
+                result = getattr(targets[call.target], call.method)(*call.args)
+            except Exception as exc:  # noqa: BLE001 (a backend failure is the flow's to judge)
+                call = flow.throw(_wrap(exc, call))
+            else:
+                call = flow.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def drive_async(flow: Flow[T], targets: Mapping[str, Any]) -> T:
+    """Run ``flow`` to completion, awaiting the ``a``-prefixed method for each call."""
+    try:
+        call = next(flow)
+        while True:
+            try:
+                result = await getattr(targets[call.target], "a" + call.method)(*call.args)
+            except Exception as exc:  # noqa: BLE001 (a backend failure is the flow's to judge)
+                call = flow.throw(_wrap(exc, call))
+            else:
+                call = flow.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+class DenialReason(enum.Enum):
+    """Why a request was not authenticated. The value is safe to log."""
+
+    MISSING_CREDENTIALS = "missing_credentials"
+    INVALID_REQUEST = "invalid_request"
+    MALFORMED_KEY = "malformed_key"
+    UNKNOWN_KEY = "unknown_key"
+    WRONG_SECRET = "wrong_secret"
+    WRONG_ENVIRONMENT = "wrong_environment"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    RATE_LIMITED = "rate_limited"
+    STORE_UNAVAILABLE = "store_unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """A request that is not let through, and why.
+
+    ``detail`` is written for the client and never contains the token. For
+    ``UNKNOWN_KEY`` and ``WRONG_SECRET`` the detail is the same text, so that
+    a client cannot tell which key_ids exist; the reason itself is for logs.
+    """
+
+    reason: DenialReason
+    detail: str
+    key_id: str | None = None
+    missing_scopes: frozenset[str] = frozenset()
+    retry_after: float | None = None
+    headers: tuple[tuple[str, str], ...] = field(default=())
+
+    def __bool__(self) -> bool:
+        return False
+
+
+_INVALID_KEY_DETAIL = "the API key is not valid"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifySettings:
+    """What the verification flow needs to know; built once by a key manager."""
+
+    key_format: KeyFormat
+    hasher: SecretHasher
+    legacy_hashers: tuple[SecretHasher, ...]
+    verified_cache: VerifiedSecretCache | None
+    upgrade_hashes: bool
+    dummy_hash: str
+    now: Callable[[], Any]
+
+
+def _hasher_for(settings: VerifySettings, stored: str) -> SecretHasher | None:
+    if settings.hasher.identify(stored):
+        return settings.hasher
+    for hasher in settings.legacy_hashers:
+        if hasher.identify(stored):
+            return hasher
+    return None
+
+
+def _verify_secret(
+    settings: VerifySettings, record: KeyRecord, secret: str
+) -> tuple[bool, SecretHasher | None]:
+    stored = record.secret_hash
+    hasher = _hasher_for(settings, stored)
+    if hasher is None:
+        logger.warning(
+            "key %s has a stored hash no configured hasher understands; "
+            "add its hasher to legacy_hashers",
+            record.key_id,
+        )
+        settings.hasher.verify(secret, settings.dummy_hash)
+        return False, None
+    cache = settings.verified_cache if hasher.slow else None
+    if cache is not None and cache.check(record.key_id, stored, secret):
+        return True, hasher
+    try:
+        ok = hasher.verify(secret, stored)
+    except SecretTooLongError:
+        return False, hasher
+    if ok and cache is not None:
+        cache.remember(record.key_id, stored, secret)
+    return ok, hasher
+
+
+def authenticate_flow(
+    settings: VerifySettings,
+    token: str,
+    *,
+    required_scopes: Collection[str] = (),
+    environment: str | None = None,
+) -> Flow[Principal | Denial]:
+    """Decide whether ``token`` is a valid key with ``required_scopes``.
+
+    The order is fixed and is part of keyguard's security: parse and checksum
+    (no I/O) -> environment of the token (no I/O) -> one store lookup ->
+    secret verification (an unknown key_id costs the same hashing as a wrong
+    secret) -> state (environment of the record, revoked, expired; reported
+    only once the secret verified) -> scopes. A stored hash in an old form is
+    upgraded after a successful verification.
+    """
+    try:
+        parsed: ParsedKey = parse_key(token, settings.key_format)
+    except MalformedKeyError as exc:
+        return Denial(DenialReason.MALFORMED_KEY, f"the API key is malformed: {exc}")
+    if environment is not None and parsed.environment not in (None, environment):
+        return Denial(
+            DenialReason.WRONG_ENVIRONMENT,
+            f"this API accepts only {environment!r} keys",
+            key_id=parsed.key_id,
+        )
+    try:
+        record: KeyRecord | None = yield Call("store", "get", (parsed.key_id,))
+    except StorageError:
+        logger.exception("key store lookup failed for key %s", parsed.key_id)
+        return Denial(
+            DenialReason.STORE_UNAVAILABLE,
+            "the key store is unavailable; try again shortly",
+            key_id=parsed.key_id,
+            retry_after=1,
+        )
+    if record is None:
+        settings.hasher.verify(parsed.secret, settings.dummy_hash)
+        return Denial(DenialReason.UNKNOWN_KEY, _INVALID_KEY_DETAIL, key_id=parsed.key_id)
+    ok, hasher = _verify_secret(settings, record, parsed.secret)
+    if not ok:
+        return Denial(DenialReason.WRONG_SECRET, _INVALID_KEY_DETAIL, key_id=parsed.key_id)
+    wanted_env = environment if environment is not None else parsed.environment
+    if wanted_env is not None and record.environment != wanted_env:
+        return Denial(
+            DenialReason.WRONG_ENVIRONMENT,
+            f"this API accepts only {wanted_env!r} keys",
+            key_id=record.key_id,
+        )
+    now = settings.now()
+    status = record.status(now)
+    if status == "revoked":
+        return Denial(DenialReason.REVOKED, "the API key has been revoked", key_id=record.key_id)
+    if status == "expired":
+        return Denial(DenialReason.EXPIRED, "the API key has expired", key_id=record.key_id)
+    missing = frozenset(required_scopes) - record.scopes
+    if missing:
+        return Denial(
+            DenialReason.INSUFFICIENT_SCOPE,
+            "the API key lacks the scope " + " ".join(sorted(missing)),
+            key_id=record.key_id,
+            missing_scopes=missing,
+        )
+    if settings.upgrade_hashes and (
+        hasher is not settings.hasher or settings.hasher.needs_rehash(record.secret_hash)
+    ):
+        try:
+            yield Call(
+                "store",
+                "update",
+                (record.key_id, KeyChanges(secret_hash=settings.hasher.hash(parsed.secret))),
+            )
+        except StorageError:
+            logger.warning("could not upgrade the stored hash of key %s", record.key_id)
+        else:
+            if settings.verified_cache is not None:
+                settings.verified_cache.discard(record.key_id)
+    return Principal.from_record(record)

@@ -1,0 +1,293 @@
+"""Secret hashing: the :class:`SecretHasher` protocol and its implementations.
+
+The default, :class:`HmacSecretHasher`, is HMAC-SHA256 with a server-side pepper
+(``hmac-sha256$<version>$<hex digest>``), or plain SHA-256 (``sha256$<hex
+digest>``) without one. Both are sound for a secret of 190 random bits and
+cost about a microsecond, so they can run on every request. Slow password
+hashes (bcrypt, argon2) exist here only for keys imported from another system,
+through :class:`PasslibHasher`, and their verifications are remembered by a
+:class:`VerifiedSecretCache` so the slow hash runs once per key and process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from ._errors import SecretTooLongError
+
+__all__ = [
+    "HmacSecretHasher",
+    "PasslibHasher",
+    "SecretHasher",
+    "VerifiedSecretCache",
+]
+
+_HMAC_SCHEME = "hmac-sha256"
+_SHA256_SCHEME = "sha256"
+_MIN_PEPPER_BYTES = 16
+_BCRYPT_MAX_BYTES = 72
+
+
+@runtime_checkable
+class SecretHasher(Protocol):
+    """**Protocol**: turns a secret into its stored form and checks a secret against it.
+
+    Implementations must compare in constant time and must never put the
+    secret into an exception message.
+    """
+
+    #: True for deliberately slow hashes (bcrypt, argon2): their successful
+    #: verifications are remembered by the verified-secret cache.
+    slow: bool
+
+    def hash(self, secret: str) -> str:
+        """Return the self-describing stored form of ``secret``."""
+        ...
+
+    def verify(self, secret: str, stored: str) -> bool:
+        """Return whether ``secret`` matches ``stored``; ``False`` for a foreign form."""
+        ...
+
+    def identify(self, stored: str) -> bool:
+        """Return whether this hasher understands the stored form ``stored``."""
+        ...
+
+    def needs_rehash(self, stored: str) -> bool:
+        """Return whether ``stored`` should be replaced by a fresh :meth:`hash`."""
+        ...
+
+
+class HmacSecretHasher:
+    """HMAC-SHA256 with versioned peppers; plain SHA-256 when no pepper is given.
+
+    The pepper is a server-side secret kept out of the database (an
+    environment variable or a secrets manager), so that a leaked table of
+    hashes cannot be checked against guessed keys. Several pepper versions
+    may be accepted at once while keys migrate; new hashes use ``current``.
+
+    Args:
+        peppers: Pepper version name -> pepper bytes (at least 16 bytes).
+        current: The version new hashes use; required when there are several.
+
+    Raises:
+        ValueError: A pepper is too short, a version name is not a plain word,
+            or ``current`` names no pepper.
+    """
+
+    slow = False
+
+    def __init__(
+        self, peppers: Mapping[str, bytes] | None = None, *, current: str | None = None
+    ) -> None:
+        peppers = dict(peppers or {})
+        for version, pepper in peppers.items():
+            if not version or not version.isascii() or not version.replace("-", "").isalnum():
+                raise ValueError(
+                    f"pepper version must be a non-empty word of letters, digits and '-', "
+                    f"got {version!r}"
+                )
+            if not isinstance(pepper, bytes) or len(pepper) < _MIN_PEPPER_BYTES:
+                raise ValueError(
+                    f"pepper {version!r} must be at least {_MIN_PEPPER_BYTES} bytes; "
+                    f"make one with secrets.token_bytes(32)"
+                )
+        if current is None and len(peppers) > 1:
+            raise ValueError("several peppers given: name the one for new hashes with current=")
+        if current is None and peppers:
+            current = next(iter(peppers))
+        if current is not None and current not in peppers:
+            raise ValueError(f"current pepper version {current!r} is not among the peppers")
+        self._peppers = peppers
+        self._current = current
+
+    def __repr__(self) -> str:
+        return f"HmacSecretHasher(versions={sorted(self._peppers)!r}, current={self._current!r})"
+
+    def _digest(self, secret: str, version: str | None) -> str:
+        data = secret.encode("utf-8")
+        if version is None:
+            return hashlib.sha256(data).hexdigest()
+        return hmac.new(self._peppers[version], data, hashlib.sha256).hexdigest()
+
+    def hash(self, secret: str) -> str:
+        if self._current is None:
+            return f"{_SHA256_SCHEME}${self._digest(secret, None)}"
+        return f"{_HMAC_SCHEME}${self._current}${self._digest(secret, self._current)}"
+
+    def _split(self, stored: str) -> tuple[str | None, str] | None:
+        """Return (pepper version or None, digest), or None for a foreign form."""
+        parts = stored.split("$")
+        if len(parts) == 2 and parts[0] == _SHA256_SCHEME:
+            return None, parts[1]
+        if len(parts) == 3 and parts[0] == _HMAC_SCHEME and parts[1] in self._peppers:
+            return parts[1], parts[2]
+        return None
+
+    def identify(self, stored: str) -> bool:
+        return self._split(stored) is not None
+
+    def verify(self, secret: str, stored: str) -> bool:
+        split = self._split(stored)
+        if split is None:
+            return False
+        version, digest = split
+        return hmac.compare_digest(
+            self._digest(secret, version).encode("ascii"), digest.encode("ascii", "replace")
+        )
+
+    def needs_rehash(self, stored: str) -> bool:
+        split = self._split(stored)
+        return split is None or split[0] != self._current
+
+
+class PasslibHasher:
+    """Verifies imported slow hashes (bcrypt, argon2, ...) through a passlib ``CryptContext``.
+
+    Install with ``pip install keyguard[passlib]`` (the maintained ``libpass``
+    fork, which imports as ``passlib``). Keys verified by this hasher are
+    re-hashed with the default hasher on their first success, so the slow
+    hash is paid once per key, not per request.
+
+    Args:
+        context: A ``passlib.context.CryptContext``; default: bcrypt and argon2.
+    """
+
+    slow = True
+
+    def __init__(self, context: Any = None) -> None:
+        if context is None:
+            try:
+                from passlib.context import CryptContext  # noqa: PLC0415 (optional extra)
+            except ImportError as exc:
+                raise ImportError(
+                    "PasslibHasher needs passlib: pip install 'keyguard[passlib]'"
+                ) from exc
+            context = CryptContext(schemes=["bcrypt", "argon2"])
+        self._context = context
+
+    def __repr__(self) -> str:
+        return f"PasslibHasher(schemes={list(self._context.schemes())!r})"
+
+    def _check_length(self, secret: str, scheme: str | None) -> None:
+        if scheme == "bcrypt" and len(secret.encode("utf-8")) > _BCRYPT_MAX_BYTES:
+            raise SecretTooLongError(
+                f"bcrypt accepts at most {_BCRYPT_MAX_BYTES} bytes of secret; this one is longer"
+            )
+
+    def hash(self, secret: str) -> str:
+        """Hash with the context's default scheme.
+
+        Raises:
+            SecretTooLongError: The scheme is bcrypt and the secret is over 72 bytes.
+        """
+        self._check_length(secret, self._context.default_scheme())
+        return str(self._context.hash(secret))
+
+    def identify(self, stored: str) -> bool:
+        try:
+            return self._context.identify(stored) is not None
+        except ValueError:
+            return False
+
+    def verify(self, secret: str, stored: str) -> bool:
+        """Check ``secret`` against ``stored``.
+
+        Raises:
+            SecretTooLongError: The stored form is bcrypt and the secret is
+                over 72 bytes, so it cannot be what was hashed.
+        """
+        try:
+            scheme = self._context.identify(stored)
+        except ValueError:
+            return False
+        if scheme is None:
+            return False
+        self._check_length(secret, scheme)
+        try:
+            return bool(self._context.verify(secret, stored))
+        except ValueError:
+            return False
+
+    def needs_rehash(self, stored: str) -> bool:
+        return True
+
+
+class VerifiedSecretCache:
+    """Remembers successful slow-hash verifications, so bcrypt runs once per key and process.
+
+    An entry holds the key_id, the stored hash it was verified against, and the
+    SHA-256 of the secret (never the secret). A later request for the same key
+    and the same stored hash is checked against that digest in constant time.
+    A changed stored hash, an expired entry or :meth:`discard` (called on
+    revoke, rotate and update) forces the slow hash again.
+
+    Args:
+        max_size: Most entries kept; the least recently used go first.
+        ttl: Seconds an entry stays valid.
+        clock: Monotonic seconds; injectable for tests.
+
+    Raises:
+        ValueError: ``max_size`` or ``ttl`` is not positive.
+    """
+
+    def __init__(
+        self,
+        max_size: int = 10_000,
+        ttl: float = 300.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        if ttl <= 0:
+            raise ValueError("ttl must be positive (seconds)")
+        self._max_size = max_size
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[str, bytes, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"VerifiedSecretCache(size={len(self)}, max_size={self._max_size}, ttl={self._ttl})"
+
+    def check(self, key_id: str, stored: str, secret: str) -> bool:
+        """Return True when this secret was verified against this stored hash recently."""
+        digest = hashlib.sha256(secret.encode("utf-8")).digest()
+        with self._lock:
+            entry = self._entries.get(key_id)
+            if entry is None:
+                return False
+            cached_stored, cached_digest, expires = entry
+            if expires <= self._clock() or cached_stored != stored:
+                del self._entries[key_id]
+                return False
+            self._entries.move_to_end(key_id)
+        return hmac.compare_digest(digest, cached_digest)
+
+    def remember(self, key_id: str, stored: str, secret: str) -> None:
+        """Record a successful verification."""
+        digest = hashlib.sha256(secret.encode("utf-8")).digest()
+        with self._lock:
+            self._entries[key_id] = (stored, digest, self._clock() + self._ttl)
+            self._entries.move_to_end(key_id)
+            while len(self._entries) > self._max_size:
+                self._entries.popitem(last=False)
+
+    def discard(self, key_id: str) -> None:
+        """Forget ``key_id`` (on revoke, rotate or update)."""
+        with self._lock:
+            self._entries.pop(key_id, None)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._entries.clear()

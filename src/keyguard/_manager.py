@@ -1,0 +1,481 @@
+"""Key lifecycle and verification for apps: :class:`KeyManager` and :class:`AsyncKeyManager`.
+
+Both drive the same generator operations (see ``_flow``): the sync manager
+over a :class:`~keyguard.stores.KeyStore`, the async one over an
+:class:`~keyguard.stores.AsyncKeyStore`. Neither holds hidden threads or loops.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from ._clock import SYSTEM_CLOCK, Clock
+from ._errors import DuplicateKeyError, KeyNotFoundError
+from ._flow import (
+    Call,
+    Denial,
+    Flow,
+    VerifySettings,
+    authenticate_flow,
+    drive_async,
+    drive_sync,
+)
+from ._hashing import HmacSecretHasher, SecretHasher, VerifiedSecretCache
+from ._keys import DEFAULT_KEY_FORMAT, KeyFormat, generate_key, is_valid_key_id
+from ._records import UNSET, IssuedKey, KeyChanges, KeyRecord, Principal, _Unset
+from .ratelimit._policy import Policy
+from .stores._base import AsyncKeyStore, KeyStore
+
+__all__ = ["AsyncKeyManager", "KeyManager"]
+
+#: How long a rotated key keeps working unless told otherwise.
+DEFAULT_ROTATION_GRACE = timedelta(hours=24)
+_CREATE_ATTEMPTS = 3
+
+
+def _scopes(scopes: Iterable[str]) -> frozenset[str]:
+    if isinstance(scopes, str):
+        raise TypeError(f"scopes must be a collection of strings, not the string {scopes!r}")
+    result = frozenset(scopes)
+    for scope in result:
+        if not isinstance(scope, str) or not scope or any(c.isspace() for c in scope):
+            raise ValueError(f"a scope must be a non-empty string without spaces, got {scope!r}")
+    return result
+
+
+class _KeyOperations:
+    """Configuration and the generator operations shared by both managers."""
+
+    def __init__(
+        self,
+        *,
+        key_format: KeyFormat = DEFAULT_KEY_FORMAT,
+        hasher: SecretHasher | None = None,
+        legacy_hashers: Sequence[SecretHasher] = (),
+        verified_cache: VerifiedSecretCache | None = None,
+        upgrade_hashes: bool = True,
+        environment: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.key_format = key_format
+        self.hasher = hasher if hasher is not None else HmacSecretHasher()
+        self.legacy_hashers = tuple(legacy_hashers)
+        if verified_cache is None and any(
+            h.slow for h in (self.hasher, *self.legacy_hashers)
+        ):
+            verified_cache = VerifiedSecretCache(clock=clock.monotonic)
+        self.verified_cache = verified_cache
+        if environment is not None and environment not in key_format.environments:
+            raise ValueError(
+                f"environment {environment!r} is not one of {key_format.environments!r}"
+            )
+        self.environment = environment
+        self.clock = clock
+        self._settings = VerifySettings(
+            key_format=key_format,
+            hasher=self.hasher,
+            legacy_hashers=self.legacy_hashers,
+            verified_cache=self.verified_cache,
+            upgrade_hashes=upgrade_hashes,
+            dummy_hash=self.hasher.hash(secrets.token_urlsafe(24)),
+            now=clock.now,
+        )
+
+    def _forget(self, key_id: str) -> None:
+        if self.verified_cache is not None:
+            self.verified_cache.discard(key_id)
+
+    def _authenticate(
+        self, token: str, required_scopes: Collection[str]
+    ) -> Flow[Principal | Denial]:
+        return authenticate_flow(
+            self._settings, token, required_scopes=required_scopes, environment=self.environment
+        )
+
+    def _create(
+        self,
+        owner: str,
+        name: str,
+        environment: str | None,
+        scopes: Iterable[str],
+        expires_at: datetime | None,
+        expires_in: timedelta | None,
+        metadata: Mapping[str, Any] | None,
+        rate_limit: Policy | None,
+    ) -> Flow[IssuedKey]:
+        if not isinstance(owner, str) or not owner:
+            raise ValueError("owner must be a non-empty string")
+        if expires_at is not None and expires_in is not None:
+            raise ValueError("give expires_at or expires_in, not both")
+        now = self.clock.now()
+        if expires_in is not None:
+            if expires_in <= timedelta(0):
+                raise ValueError("expires_in must be positive")
+            expires_at = now + expires_in
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise ValueError("expires_at must be timezone-aware (use datetime.UTC)")
+        granted = _scopes(scopes)
+        for attempt in range(_CREATE_ATTEMPTS):
+            key = generate_key(self.key_format, environment)
+            record = KeyRecord(
+                key_id=key.key_id,
+                owner=owner,
+                name=name,
+                environment=key.environment,
+                secret_hash=self.hasher.hash(key.secret),
+                scopes=granted,
+                created_at=now,
+                expires_at=expires_at,
+                metadata=dict(metadata or {}),
+                rate_limit=rate_limit,
+            )
+            try:
+                yield Call("store", "add", (record,))
+            except DuplicateKeyError:
+                # 62**12 ids make this practically impossible; retrying keeps it harmless.
+                if attempt == _CREATE_ATTEMPTS - 1:
+                    raise
+                continue
+            return IssuedKey(token=key.token, record=record)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _get(self, key_id: str) -> Flow[KeyRecord]:
+        record: KeyRecord | None = yield Call("store", "get", (key_id,))
+        if record is None:
+            raise KeyNotFoundError(f"no key with key_id {key_id!r}")
+        return record
+
+    def _list(self, owner: str | None) -> Flow[Sequence[KeyRecord]]:
+        records: Sequence[KeyRecord] = yield Call("store", "list_keys", (owner,))
+        return records
+
+    def _revoke(self, key_id: str) -> Flow[KeyRecord]:
+        record: KeyRecord | None = yield Call("store", "revoke", (key_id, self.clock.now()))
+        self._forget(key_id)
+        if record is None:
+            raise KeyNotFoundError(f"no key with key_id {key_id!r}")
+        return record
+
+    def _update(self, key_id: str, changes: KeyChanges) -> Flow[KeyRecord]:
+        record: KeyRecord | None = yield Call("store", "update", (key_id, changes))
+        self._forget(key_id)
+        if record is None:
+            raise KeyNotFoundError(f"no key with key_id {key_id!r}")
+        return record
+
+    def _update_fields(
+        self,
+        key_id: str,
+        name: str | _Unset,
+        scopes: Iterable[str] | _Unset,
+        expires_at: datetime | None | _Unset,
+        metadata: Mapping[str, Any] | _Unset,
+        rate_limit: Policy | None | _Unset,
+    ) -> Flow[KeyRecord]:
+        if isinstance(expires_at, datetime) and expires_at.tzinfo is None:
+            raise ValueError("expires_at must be timezone-aware (use datetime.UTC)")
+        changes = KeyChanges(
+            name=name,
+            scopes=scopes if isinstance(scopes, _Unset) else _scopes(scopes),
+            expires_at=expires_at,
+            metadata=metadata if isinstance(metadata, _Unset) else dict(metadata),
+            rate_limit=rate_limit,
+        )
+        return (yield from self._update(key_id, changes))
+
+    def _rotate(self, key_id: str, grace: timedelta) -> Flow[IssuedKey]:
+        if grace < timedelta(0):
+            raise ValueError("grace must not be negative")
+        old = yield from self._get(key_id)
+        now = self.clock.now()
+        if old.status(now) != "active":
+            raise ValueError(f"key {key_id!r} is {old.status(now)}; only an active key rotates")
+        issued = yield from self._create(
+            old.owner,
+            old.name,
+            old.environment if old.environment in self.key_format.environments else None,
+            old.scopes,
+            old.expires_at,
+            None,
+            old.metadata,
+            old.rate_limit,
+        )
+        ends = now + grace
+        if old.expires_at is not None:
+            ends = min(ends, old.expires_at)
+        yield from self._update(
+            key_id, KeyChanges(expires_at=ends, replaced_by=issued.record.key_id)
+        )
+        return issued
+
+    def _import(
+        self,
+        key_id: str,
+        secret_hash: str,
+        owner: str,
+        name: str,
+        environment: str,
+        scopes: Iterable[str],
+        created_at: datetime | None,
+        expires_at: datetime | None,
+        metadata: Mapping[str, Any] | None,
+        rate_limit: Policy | None,
+    ) -> Flow[KeyRecord]:
+        if not any(h.identify(secret_hash) for h in (self.hasher, *self.legacy_hashers)):
+            raise ValueError(
+                f"no configured hasher understands the stored hash of key {key_id!r}; "
+                f"pass legacy_hashers=[PasslibHasher()] for bcrypt or argon2 hashes"
+            )
+        if not is_valid_key_id(key_id):
+            raise ValueError(
+                "key_id must be a keyguard key id or a split-key identifier: 1 to 64 "
+                "characters of A-Z, a-z, 0-9, '_' and '-'"
+            )
+        if not isinstance(owner, str) or not owner:
+            raise ValueError("owner must be a non-empty string")
+        record = KeyRecord(
+            key_id=key_id,
+            owner=owner,
+            name=name,
+            environment=environment,
+            secret_hash=secret_hash,
+            scopes=_scopes(scopes),
+            created_at=created_at or self.clock.now(),
+            expires_at=expires_at,
+            metadata=dict(metadata or {}),
+            rate_limit=rate_limit,
+        )
+        yield Call("store", "add", (record,))
+        return record
+
+
+class KeyManager(_KeyOperations):
+    """Create, verify, rotate and revoke API keys over a synchronous store.
+
+    Args:
+        store: Where records live.
+        key_format: Token prefix and environments.
+        hasher: Hashes new secrets; default :class:`HmacSecretHasher` (SHA-256,
+            or HMAC-SHA256 when you give it a pepper).
+        legacy_hashers: Also accepted for stored hashes of imported keys,
+            such as :class:`PasslibHasher` for bcrypt.
+        verified_cache: Remembers slow-hash verifications; made for you when
+            a slow hasher is configured.
+        upgrade_hashes: Re-hash a key with ``hasher`` after its first
+            successful verification with a legacy or outdated hash.
+        environment: When set, :meth:`authenticate` refuses keys of any other
+            environment before looking them up.
+        clock: Source of time (``keyguard.testing.FakeClock`` in tests).
+    """
+
+    def __init__(self, store: KeyStore, **options: Any) -> None:
+        super().__init__(**options)
+        self.store = store
+        self._targets = {"store": store}
+
+    def __repr__(self) -> str:
+        return f"KeyManager(store={self.store!r}, key_format={self.key_format!r})"
+
+    def authenticate(
+        self, token: str, *, required_scopes: Collection[str] = ()
+    ) -> Principal | Denial:
+        """Verify ``token``; return the :class:`Principal` or a :class:`Denial` saying why not.
+
+        Never raises for bad input or a failing store: those are denials.
+        """
+        return drive_sync(self._authenticate(token, required_scopes), self._targets)
+
+    def create(
+        self,
+        owner: str,
+        name: str = "",
+        *,
+        environment: str | None = None,
+        scopes: Iterable[str] = (),
+        expires_at: datetime | None = None,
+        expires_in: timedelta | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        rate_limit: Policy | None = None,
+    ) -> IssuedKey:
+        """Create a key. The token in the result is the only copy: show it once.
+
+        Raises:
+            ValueError: An argument is invalid.
+            StorageError: The store failed.
+        """
+        return drive_sync(
+            self._create(
+                owner, name, environment, scopes, expires_at, expires_in, metadata, rate_limit
+            ),
+            self._targets,
+        )
+
+    def get(self, key_id: str) -> KeyRecord:
+        """Return the record. Raises :class:`KeyNotFoundError`."""
+        return drive_sync(self._get(key_id), self._targets)
+
+    def list(self, owner: str | None = None) -> Sequence[KeyRecord]:
+        """All keys, or those of ``owner``."""
+        return drive_sync(self._list(owner), self._targets)
+
+    def revoke(self, key_id: str) -> KeyRecord:
+        """Revoke at once; revoking again changes nothing. Raises :class:`KeyNotFoundError`."""
+        return drive_sync(self._revoke(key_id), self._targets)
+
+    def rotate(self, key_id: str, *, grace: timedelta = DEFAULT_ROTATION_GRACE) -> IssuedKey:
+        """Issue a replacement; the old token keeps working for ``grace``, then expires."""
+        return drive_sync(self._rotate(key_id, grace), self._targets)
+
+    def update(
+        self,
+        key_id: str,
+        *,
+        name: str | _Unset = UNSET,
+        scopes: Iterable[str] | _Unset = UNSET,
+        expires_at: datetime | None | _Unset = UNSET,
+        metadata: Mapping[str, Any] | _Unset = UNSET,
+        rate_limit: Policy | None | _Unset = UNSET,
+    ) -> KeyRecord:
+        """Change the given fields in one write. Raises :class:`KeyNotFoundError`."""
+        return drive_sync(
+            self._update_fields(key_id, name, scopes, expires_at, metadata, rate_limit),
+            self._targets,
+        )
+
+    def import_key(
+        self,
+        key_id: str,
+        secret_hash: str,
+        *,
+        owner: str,
+        name: str = "",
+        environment: str = "live",
+        scopes: Iterable[str] = (),
+        created_at: datetime | None = None,
+        expires_at: datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        rate_limit: Policy | None = None,
+    ) -> KeyRecord:
+        """Store a key made elsewhere, by its identifier and existing hash (bcrypt, ...).
+
+        Raises:
+            ValueError: No configured hasher understands ``secret_hash``, or the
+                identifier is not valid.
+            DuplicateKeyError: The key_id exists.
+        """
+        return drive_sync(
+            self._import(
+                key_id, secret_hash, owner, name, environment, scopes, created_at,
+                expires_at, metadata, rate_limit,
+            ),
+            self._targets,
+        )
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
+
+
+class AsyncKeyManager(_KeyOperations):
+    """:class:`KeyManager` for async apps, over an :class:`~keyguard.stores.AsyncKeyStore`.
+
+    Takes the same options and runs the very same operations.
+    """
+
+    def __init__(self, store: AsyncKeyStore, **options: Any) -> None:
+        super().__init__(**options)
+        self.store = store
+        self._targets = {"store": store}
+
+    def __repr__(self) -> str:
+        return f"AsyncKeyManager(store={self.store!r}, key_format={self.key_format!r})"
+
+    async def authenticate(
+        self, token: str, *, required_scopes: Collection[str] = ()
+    ) -> Principal | Denial:
+        """See :meth:`KeyManager.authenticate`."""
+        return await drive_async(self._authenticate(token, required_scopes), self._targets)
+
+    async def create(
+        self,
+        owner: str,
+        name: str = "",
+        *,
+        environment: str | None = None,
+        scopes: Iterable[str] = (),
+        expires_at: datetime | None = None,
+        expires_in: timedelta | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        rate_limit: Policy | None = None,
+    ) -> IssuedKey:
+        """See :meth:`KeyManager.create`."""
+        return await drive_async(
+            self._create(
+                owner, name, environment, scopes, expires_at, expires_in, metadata, rate_limit
+            ),
+            self._targets,
+        )
+
+    async def get(self, key_id: str) -> KeyRecord:
+        """See :meth:`KeyManager.get`."""
+        return await drive_async(self._get(key_id), self._targets)
+
+    async def list(self, owner: str | None = None) -> Sequence[KeyRecord]:
+        """See :meth:`KeyManager.list`."""
+        return await drive_async(self._list(owner), self._targets)
+
+    async def revoke(self, key_id: str) -> KeyRecord:
+        """See :meth:`KeyManager.revoke`."""
+        return await drive_async(self._revoke(key_id), self._targets)
+
+    async def rotate(
+        self, key_id: str, *, grace: timedelta = DEFAULT_ROTATION_GRACE
+    ) -> IssuedKey:
+        """See :meth:`KeyManager.rotate`."""
+        return await drive_async(self._rotate(key_id, grace), self._targets)
+
+    async def update(
+        self,
+        key_id: str,
+        *,
+        name: str | _Unset = UNSET,
+        scopes: Iterable[str] | _Unset = UNSET,
+        expires_at: datetime | None | _Unset = UNSET,
+        metadata: Mapping[str, Any] | _Unset = UNSET,
+        rate_limit: Policy | None | _Unset = UNSET,
+    ) -> KeyRecord:
+        """See :meth:`KeyManager.update`."""
+        return await drive_async(
+            self._update_fields(key_id, name, scopes, expires_at, metadata, rate_limit),
+            self._targets,
+        )
+
+    async def import_key(
+        self,
+        key_id: str,
+        secret_hash: str,
+        *,
+        owner: str,
+        name: str = "",
+        environment: str = "live",
+        scopes: Iterable[str] = (),
+        created_at: datetime | None = None,
+        expires_at: datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        rate_limit: Policy | None = None,
+    ) -> KeyRecord:
+        """See :meth:`KeyManager.import_key`."""
+        return await drive_async(
+            self._import(
+                key_id, secret_hash, owner, name, environment, scopes, created_at,
+                expires_at, metadata, rate_limit,
+            ),
+            self._targets,
+        )
+
+    async def aclose(self) -> None:
+        """Close the store."""
+        await self.store.aclose()

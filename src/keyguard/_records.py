@@ -1,0 +1,156 @@
+"""What is stored about a key (:class:`KeyRecord`) and who a request is (:class:`Principal`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+from typing import Any, Final, Literal
+
+from .ratelimit._policy import Policy
+
+__all__ = ["UNSET", "IssuedKey", "KeyChanges", "KeyRecord", "KeyStatus", "Principal"]
+
+KeyStatus = Literal["active", "revoked", "expired"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """Everything stored about one key. Only a hash of the secret is kept.
+
+    ``secret_hash`` is left out of the repr so that a logged record cannot
+    help anyone guess keys offline.
+    """
+
+    key_id: str
+    owner: str
+    name: str
+    environment: str
+    secret_hash: str = field(repr=False)
+    scopes: frozenset[str] = frozenset()
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    rate_limit: Policy | None = None
+    replaced_by: str | None = None
+
+    def status(self, now: datetime) -> KeyStatus:
+        """``"revoked"``, ``"expired"`` (at ``now``) or ``"active"``."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and now >= self.expires_at:
+            return "expired"
+        return "active"
+
+
+class _Unset:
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+#: Marks a field of :class:`KeyChanges` that is not to be changed.
+UNSET: Final = _Unset()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChanges:
+    """A partial update of a :class:`KeyRecord`: fields left ``UNSET`` stay as they are.
+
+    Stores apply it as one targeted write, so concurrent updates of different
+    fields (a revoke and a scope change, say) never undo each other.
+    """
+
+    name: str | _Unset = UNSET
+    scopes: frozenset[str] | _Unset = UNSET
+    expires_at: datetime | None | _Unset = UNSET
+    secret_hash: str | _Unset = field(default=UNSET, repr=False)
+    metadata: Mapping[str, Any] | _Unset = UNSET
+    rate_limit: Policy | None | _Unset = UNSET
+    replaced_by: str | None | _Unset = UNSET
+
+    def items(self) -> list[tuple[str, Any]]:
+        """The (field name, new value) pairs that are set."""
+        return [
+            (f.name, getattr(self, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) is not UNSET
+        ]
+
+    def apply(self, record: KeyRecord) -> KeyRecord:
+        """Return ``record`` with these changes made."""
+        return replace(record, **dict(self.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A key just created or rotated: the token, to be shown exactly once, and its record."""
+
+    token: str = field(repr=False)
+    record: KeyRecord
+
+    @property
+    def key_id(self) -> str:
+        return self.record.key_id
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who made an authenticated request.
+
+    In ASGI apps it is ``scope["user"]`` and ``scope["auth"]``, shaped so that
+    Starlette's ``request.user.is_authenticated``, ``request.user.display_name``,
+    ``request.auth.scopes`` and ``requires()`` work without keyguard importing
+    Starlette. In WSGI apps it is ``environ["keyguard.principal"]``.
+    """
+
+    key_id: str
+    owner: str
+    scopes: frozenset[str] = frozenset()
+    environment: str | None = None
+    name: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    rate_limit: Policy | None = None
+    auth_method: Literal["api_key", "oauth"] = "api_key"
+
+    @classmethod
+    def from_record(cls, record: KeyRecord) -> Principal:
+        return cls(
+            key_id=record.key_id,
+            owner=record.owner,
+            scopes=record.scopes,
+            environment=record.environment,
+            name=record.name,
+            metadata=record.metadata,
+            rate_limit=record.rate_limit,
+        )
+
+    @property
+    def is_authenticated(self) -> bool:
+        """Always true (Starlette's ``BaseUser`` interface)."""
+        return True
+
+    @property
+    def display_name(self) -> str:
+        """The owner (Starlette's ``BaseUser`` interface)."""
+        return self.owner
+
+    @property
+    def identity(self) -> str:
+        """The key_id (Starlette's ``BaseUser`` interface)."""
+        return self.key_id
+
+    def has_scopes(self, scopes: Iterable[str]) -> bool:
+        """Return whether every scope in ``scopes`` was granted."""
+        return self.scopes.issuperset(scopes)

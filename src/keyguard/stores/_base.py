@@ -1,0 +1,91 @@
+"""The key-store protocols. A store keeps :class:`KeyRecord` objects by key_id.
+
+Sync and async are sibling protocols with the same operations; the async ones
+carry an ``a`` prefix (``get`` / ``aget``, ``close`` / ``aclose``) so that a
+backend with both flavours, such as :class:`~keyguard.stores.MemoryKeyStore`,
+can be one object. ``keyguard.testing`` has a contract suite any store can run.
+
+Every failure of the underlying system must surface as
+:class:`~keyguard.StorageError` (with the driver error chained); keyguard
+treats it as "store unavailable" and fails closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from .._records import KeyChanges, KeyRecord
+
+__all__ = ["AsyncKeyStore", "KeyStore"]
+
+
+@runtime_checkable
+class KeyStore(Protocol):
+    """**Protocol**: a synchronous key store."""
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        """Return the record for ``key_id``, or ``None``. One indexed lookup."""
+        ...
+
+    def add(self, record: KeyRecord) -> None:
+        """Insert a new record.
+
+        Raises:
+            DuplicateKeyError: A record with that key_id exists.
+        """
+        ...
+
+    def update(self, key_id: str, changes: KeyChanges) -> KeyRecord | None:
+        """Apply ``changes`` in one write; return the new record, or ``None`` if unknown."""
+        ...
+
+    def revoke(self, key_id: str, at: datetime) -> KeyRecord | None:
+        """Set ``revoked_at`` unless already set (idempotent); return the record or ``None``."""
+        ...
+
+    def list_keys(self, owner: str | None = None) -> Sequence[KeyRecord]:
+        """All records, or those of ``owner``, oldest first."""
+        ...
+
+    def touch(self, last_used: Mapping[str, datetime]) -> None:
+        """Record last-used times (key_id -> time) in one batch; never moves one backwards."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+@runtime_checkable
+class AsyncKeyStore(Protocol):
+    """**Protocol**: an asynchronous key store; the same operations as :class:`KeyStore`."""
+
+    async def aget(self, key_id: str) -> KeyRecord | None:
+        """See :meth:`KeyStore.get`."""
+        ...
+
+    async def aadd(self, record: KeyRecord) -> None:
+        """See :meth:`KeyStore.add`."""
+        ...
+
+    async def aupdate(self, key_id: str, changes: KeyChanges) -> KeyRecord | None:
+        """See :meth:`KeyStore.update`."""
+        ...
+
+    async def arevoke(self, key_id: str, at: datetime) -> KeyRecord | None:
+        """See :meth:`KeyStore.revoke`."""
+        ...
+
+    async def alist_keys(self, owner: str | None = None) -> Sequence[KeyRecord]:
+        """See :meth:`KeyStore.list_keys`."""
+        ...
+
+    async def atouch(self, last_used: Mapping[str, datetime]) -> None:
+        """See :meth:`KeyStore.touch`."""
+        ...
+
+    async def aclose(self) -> None:
+        """See :meth:`KeyStore.close`."""
+        ...

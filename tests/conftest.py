@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from keyguard.testing import FakeClock
+
+REQUIRE_SERVICES = os.environ.get("KEYGUARD_REQUIRE_SERVICES") == "1"
+
+
+def service_unavailable(what: str, url: str, exc: BaseException) -> None:
+    """Skip (or, with KEYGUARD_REQUIRE_SERVICES=1, fail) a test whose server is not there."""
+    message = (
+        f"{what} is not reachable at {url} ({type(exc).__name__}: {exc}). "
+        f"Start it, or point the tests elsewhere with the environment variable named in "
+        f"tests/conftest.py; with KEYGUARD_REQUIRE_SERVICES=1 this is a failure, not a skip."
+    )
+    if REQUIRE_SERVICES:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """KEYGUARD_TEST_REDIS_URL, default redis://127.0.0.1:6379/15 (a database tests may flush)."""
+    url = os.environ.get("KEYGUARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        service_unavailable("Redis", url, exc)
+    finally:
+        client.close()
+    yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """KEYGUARD_TEST_POSTGRES_URL, default postgresql+psycopg://postgres@127.0.0.1:5432/test."""
+    url = os.environ.get(
+        "KEYGUARD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
+    import psycopg
+
+    try:
+        psycopg.connect(
+            url.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=3
+        ).close()
+    except psycopg.Error as exc:
+        service_unavailable("PostgreSQL", url, exc)
+    yield url
