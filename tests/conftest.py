@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 
@@ -33,7 +32,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_url() -> str:
     """KEYGUARD_TEST_REDIS_URL, default redis://127.0.0.1:6379/15 (a database tests may flush)."""
     url = os.environ.get("KEYGUARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
     import redis
@@ -45,11 +44,11 @@ def redis_url() -> Iterator[str]:
         service_unavailable("Redis", url, exc)
     finally:
         client.close()
-    yield url
+    return url
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
+def postgres_url() -> str:
     """KEYGUARD_TEST_POSTGRES_URL, default postgresql+psycopg://postgres@127.0.0.1:5432/test."""
     url = os.environ.get(
         "KEYGUARD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -62,4 +61,4 @@ def postgres_url() -> Iterator[str]:
         ).close()
     except psycopg.Error as exc:
         service_unavailable("PostgreSQL", url, exc)
-    yield url
+    return url

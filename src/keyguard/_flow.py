@@ -59,7 +59,7 @@ def drive_sync(flow: Flow[T], targets: Mapping[str, Any]) -> T:
         while True:
             try:
                 result = getattr(targets[call.target], call.method)(*call.args)
-            except Exception as exc:  # noqa: BLE001 (a backend failure is the flow's to judge)
+            except Exception as exc:
                 call = flow.throw(_wrap(exc, call))
             else:
                 call = flow.send(result)
@@ -74,7 +74,7 @@ async def drive_async(flow: Flow[T], targets: Mapping[str, Any]) -> T:
         while True:
             try:
                 result = await getattr(targets[call.target], "a" + call.method)(*call.args)
-            except Exception as exc:  # noqa: BLE001 (a backend failure is the flow's to judge)
+            except Exception as exc:
                 call = flow.throw(_wrap(exc, call))
             else:
                 call = flow.send(result)
@@ -89,7 +89,7 @@ class DenialReason(enum.Enum):
     INVALID_REQUEST = "invalid_request"
     MALFORMED_KEY = "malformed_key"
     UNKNOWN_KEY = "unknown_key"
-    WRONG_SECRET = "wrong_secret"
+    WRONG_SECRET = "wrong_secret"  # noqa: S105 (a reason code, not a password)
     WRONG_ENVIRONMENT = "wrong_environment"
     REVOKED = "revoked"
     EXPIRED = "expired"

@@ -118,8 +118,13 @@ class KeyFormat:
 
     def token_length(self, environment: str) -> int:
         """Length of a token of this format for ``environment``."""
-        return len(self.prefix) + len(environment) + 3 + KEY_ID_LENGTH + SECRET_LENGTH + (
-            CHECKSUM_LENGTH
+        return (
+            len(self.prefix)
+            + len(environment)
+            + 3
+            + KEY_ID_LENGTH
+            + SECRET_LENGTH
+            + (CHECKSUM_LENGTH)
         )
 
 

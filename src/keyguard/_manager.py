@@ -63,9 +63,7 @@ class _KeyOperations:
         self.key_format = key_format
         self.hasher = hasher if hasher is not None else HmacSecretHasher()
         self.legacy_hashers = tuple(legacy_hashers)
-        if verified_cache is None and any(
-            h.slow for h in (self.hasher, *self.legacy_hashers)
-        ):
+        if verified_cache is None and any(h.slow for h in (self.hasher, *self.legacy_hashers)):
             verified_cache = VerifiedSecretCache(clock=clock.monotonic)
         self.verified_cache = verified_cache
         if environment is not None and environment not in key_format.environments:
@@ -171,9 +169,9 @@ class _KeyOperations:
         key_id: str,
         name: str | _Unset,
         scopes: Iterable[str] | _Unset,
-        expires_at: datetime | None | _Unset,
+        expires_at: datetime | _Unset | None,
         metadata: Mapping[str, Any] | _Unset,
-        rate_limit: Policy | None | _Unset,
+        rate_limit: Policy | _Unset | None,
     ) -> Flow[KeyRecord]:
         if isinstance(expires_at, datetime) and expires_at.tzinfo is None:
             raise ValueError("expires_at must be timezone-aware (use datetime.UTC)")
@@ -335,9 +333,9 @@ class KeyManager(_KeyOperations):
         *,
         name: str | _Unset = UNSET,
         scopes: Iterable[str] | _Unset = UNSET,
-        expires_at: datetime | None | _Unset = UNSET,
+        expires_at: datetime | _Unset | None = UNSET,
         metadata: Mapping[str, Any] | _Unset = UNSET,
-        rate_limit: Policy | None | _Unset = UNSET,
+        rate_limit: Policy | _Unset | None = UNSET,
     ) -> KeyRecord:
         """Change the given fields in one write. Raises :class:`KeyNotFoundError`."""
         return drive_sync(
@@ -368,8 +366,16 @@ class KeyManager(_KeyOperations):
         """
         return drive_sync(
             self._import(
-                key_id, secret_hash, owner, name, environment, scopes, created_at,
-                expires_at, metadata, rate_limit,
+                key_id,
+                secret_hash,
+                owner,
+                name,
+                environment,
+                scopes,
+                created_at,
+                expires_at,
+                metadata,
+                rate_limit,
             ),
             self._targets,
         )
@@ -431,9 +437,7 @@ class AsyncKeyManager(_KeyOperations):
         """See :meth:`KeyManager.revoke`."""
         return await drive_async(self._revoke(key_id), self._targets)
 
-    async def rotate(
-        self, key_id: str, *, grace: timedelta = DEFAULT_ROTATION_GRACE
-    ) -> IssuedKey:
+    async def rotate(self, key_id: str, *, grace: timedelta = DEFAULT_ROTATION_GRACE) -> IssuedKey:
         """See :meth:`KeyManager.rotate`."""
         return await drive_async(self._rotate(key_id, grace), self._targets)
 
@@ -443,9 +447,9 @@ class AsyncKeyManager(_KeyOperations):
         *,
         name: str | _Unset = UNSET,
         scopes: Iterable[str] | _Unset = UNSET,
-        expires_at: datetime | None | _Unset = UNSET,
+        expires_at: datetime | _Unset | None = UNSET,
         metadata: Mapping[str, Any] | _Unset = UNSET,
-        rate_limit: Policy | None | _Unset = UNSET,
+        rate_limit: Policy | _Unset | None = UNSET,
     ) -> KeyRecord:
         """See :meth:`KeyManager.update`."""
         return await drive_async(
@@ -470,8 +474,16 @@ class AsyncKeyManager(_KeyOperations):
         """See :meth:`KeyManager.import_key`."""
         return await drive_async(
             self._import(
-                key_id, secret_hash, owner, name, environment, scopes, created_at,
-                expires_at, metadata, rate_limit,
+                key_id,
+                secret_hash,
+                owner,
+                name,
+                environment,
+                scopes,
+                created_at,
+                expires_at,
+                metadata,
+                rate_limit,
             ),
             self._targets,
         )

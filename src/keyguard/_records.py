@@ -74,11 +74,11 @@ class KeyChanges:
 
     name: str | _Unset = UNSET
     scopes: frozenset[str] | _Unset = UNSET
-    expires_at: datetime | None | _Unset = UNSET
+    expires_at: datetime | _Unset | None = UNSET
     secret_hash: str | _Unset = field(default=UNSET, repr=False)
     metadata: Mapping[str, Any] | _Unset = UNSET
-    rate_limit: Policy | None | _Unset = UNSET
-    replaced_by: str | None | _Unset = UNSET
+    rate_limit: Policy | _Unset | None = UNSET
+    replaced_by: str | _Unset | None = UNSET
 
     def items(self) -> list[tuple[str, Any]]:
         """The (field name, new value) pairs that are set."""

@@ -105,9 +105,7 @@ def _round_trip() -> Flow[None]:
     yield Call("store", "add", (record,))
     got = yield Call("store", "get", (record.key_id,))
     _check(got == record, f"get returned {got!r}, expected {record!r}")
-    bare = sample_record(
-        scopes=frozenset(), expires_at=None, metadata={}, rate_limit=None, name=""
-    )
+    bare = sample_record(scopes=frozenset(), expires_at=None, metadata={}, rate_limit=None, name="")
     yield Call("store", "add", (bare,))
     got = yield Call("store", "get", (bare.key_id,))
     _check(got == bare, f"get returned {got!r} for a record with empty fields")
@@ -174,9 +172,7 @@ def _list_keys() -> Flow[None]:
     for record in (a1, b1, a2):
         yield Call("store", "add", (record,))
     alpha = yield Call("store", "list_keys", ("alpha",))
-    _check(
-        [r.key_id for r in alpha] == [a1.key_id, a2.key_id], "list_keys(owner) oldest first"
-    )
+    _check([r.key_id for r in alpha] == [a1.key_id, a2.key_id], "list_keys(owner) oldest first")
     everyone = yield Call("store", "list_keys", (None,))
     _check(
         [r.key_id for r in everyone] == [a1.key_id, b1.key_id, a2.key_id],

@@ -66,9 +66,7 @@ class RateLimiter(Protocol):
 class AsyncRateLimiter(Protocol):
     """**Protocol**: an asynchronous rate limiter; see :class:`RateLimiter`."""
 
-    async def ahit(
-        self, key: str, policies: Sequence[Policy], cost: int = 1
-    ) -> RateLimitDecision:
+    async def ahit(self, key: str, policies: Sequence[Policy], cost: int = 1) -> RateLimitDecision:
         """See :meth:`RateLimiter.hit`."""
         ...
 

@@ -11,8 +11,16 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _SPEC_RE = re.compile(
     r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(second|minute|hour|day|s|m|h|d)s?\s*(?:;\s*burst=(\d+)\s*)?"
 )
-_UNITS = {"second": 1, "s": 1, "minute": 60, "m": 60, "hour": 3600, "h": 3600, "day": 86400,
-          "d": 86400}
+_UNITS = {
+    "second": 1,
+    "s": 1,
+    "minute": 60,
+    "m": 60,
+    "hour": 3600,
+    "h": 3600,
+    "day": 86400,
+    "d": 86400,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,17 +53,23 @@ class Policy:
                 f"got {self.name!r}"
             )
         if isinstance(self.quota, bool) or not isinstance(self.quota, int) or self.quota < 1:
-            raise ValueError(f"policy quota must be a whole number of at least 1, got {self.quota!r}")
-        if isinstance(self.window, bool) or not isinstance(self.window, int | float) or not (
-            self.window > 0
+            raise ValueError(
+                f"policy quota must be a whole number of at least 1, got {self.quota!r}"
+            )
+        if (
+            isinstance(self.window, bool)
+            or not isinstance(self.window, int | float)
+            or not (self.window > 0)
         ):
-            raise ValueError(f"policy window must be a positive number of seconds, "
-                             f"got {self.window!r}")
+            raise ValueError(
+                f"policy window must be a positive number of seconds, got {self.window!r}"
+            )
         if self.burst is not None and (
             isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1
         ):
-            raise ValueError(f"policy burst must be a whole number of at least 1, "
-                             f"got {self.burst!r}")
+            raise ValueError(
+                f"policy burst must be a whole number of at least 1, got {self.burst!r}"
+            )
 
     @property
     def effective_burst(self) -> int:
