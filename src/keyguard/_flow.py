@@ -18,7 +18,7 @@ import enum
 import logging
 from collections.abc import Callable, Collection, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from ._errors import KeyguardError, MalformedKeyError, SecretTooLongError, StorageError
 from ._hashing import SecretHasher, VerifiedSecretCache
@@ -32,9 +32,12 @@ logger = logging.getLogger("keyguard")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One I/O step a flow needs: ``target.method(*args)`` (``a``-prefixed when async)."""
+class Call(NamedTuple):
+    """One I/O step a flow needs: ``target.method(*args)`` (``a``-prefixed when async).
+
+    A named tuple rather than a dataclass: one is made per I/O step of every
+    request, and a tuple is built in a third of the time.
+    """
 
     target: str
     method: str

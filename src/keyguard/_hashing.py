@@ -32,6 +32,7 @@ _HMAC_SCHEME = "hmac-sha256"
 _SHA256_SCHEME = "sha256"
 _MIN_PEPPER_BYTES = 16
 _BCRYPT_MAX_BYTES = 72
+_MAX_SPLITS = 4096
 
 
 @runtime_checkable
@@ -105,6 +106,9 @@ class HmacSecretHasher:
             raise ValueError(f"current pepper version {current!r} is not among the peppers")
         self._peppers = peppers
         self._current = current
+        # stored form -> (pepper version, digest): each stored hash is taken apart
+        # three times per verification otherwise. Bounded; holds no secrets.
+        self._splits: dict[str, tuple[str | None, str]] = {}
 
     def __repr__(self) -> str:
         return f"HmacSecretHasher(versions={sorted(self._peppers)!r}, current={self._current!r})"
@@ -122,12 +126,20 @@ class HmacSecretHasher:
 
     def _split(self, stored: str) -> tuple[str | None, str] | None:
         """Return (pepper version or None, digest), or None for a foreign form."""
+        split = self._splits.get(stored)
+        if split is not None:
+            return split
         parts = stored.split("$")
         if len(parts) == 2 and parts[0] == _SHA256_SCHEME:
-            return None, parts[1]
-        if len(parts) == 3 and parts[0] == _HMAC_SCHEME and parts[1] in self._peppers:
-            return parts[1], parts[2]
-        return None
+            split = None, parts[1]
+        elif len(parts) == 3 and parts[0] == _HMAC_SCHEME and parts[1] in self._peppers:
+            split = parts[1], parts[2]
+        else:
+            return None
+        if len(self._splits) >= _MAX_SPLITS:
+            self._splits.clear()
+        self._splits[stored] = split
+        return split
 
     def identify(self, stored: str) -> bool:
         return self._split(stored) is not None

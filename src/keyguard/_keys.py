@@ -53,14 +53,16 @@ def _is_base62(text: str) -> bool:
     return all(c in _BASE62_SET for c in text)
 
 
+# Every two-digit base62 string, in order: a CRC-32 (< 62**6) is three of them.
+_PAIRS = tuple(a + b for a in BASE62 for b in BASE62)
+_PAIR_BASE = len(_PAIRS)
+
+
 def checksum(body: str) -> str:
     """Return the 6-character base62 CRC-32 of ``body`` (the token up to the checksum)."""
-    value = zlib.crc32(body.encode("ascii"))
-    digits = []
-    while value:
-        value, rem = divmod(value, 62)
-        digits.append(BASE62[rem])
-    return "".join(reversed(digits)).rjust(CHECKSUM_LENGTH, "0")
+    high, low = divmod(zlib.crc32(body.encode("ascii")), _PAIR_BASE)
+    top, middle = divmod(high, _PAIR_BASE)
+    return _PAIRS[top] + _PAIRS[middle] + _PAIRS[low]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,8 @@ class KeyFormat:
     prefix: str = "sk"
     environments: tuple[str, ...] = ("live", "test")
     accept_split_keys: bool = False
+    # The exact grammar of a well-formed token, for the fast path of parse_key.
+    _token_re: re.Pattern[str] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.prefix, str) or not _PREFIX_RE.fullmatch(self.prefix):
@@ -110,6 +114,14 @@ class KeyFormat:
         if len(set(envs)) != len(envs):
             raise ValueError(f"environments must not repeat a word: {envs!r}")
         object.__setattr__(self, "environments", envs)
+        object.__setattr__(
+            self,
+            "_token_re",
+            re.compile(
+                f"{self.prefix}_({'|'.join(envs)})_([0-9A-Za-z]{{{KEY_ID_LENGTH}}})_"
+                f"([0-9A-Za-z]{{{SECRET_LENGTH}}})[0-9A-Za-z]{{{CHECKSUM_LENGTH}}}"
+            ),
+        )
 
     @property
     def default_environment(self) -> str:
@@ -211,6 +223,20 @@ def parse_key(token: str, key_format: KeyFormat = DEFAULT_KEY_FORMAT) -> ParsedK
     """
     if not isinstance(token, str):
         raise TypeError(f"token must be a str, not {type(token).__name__}")
+    match = key_format._token_re.fullmatch(token)
+    if match is not None:
+        # The whole grammar in one regex match; only the checksum is left to check.
+        if checksum(token[:-CHECKSUM_LENGTH]) != token[-CHECKSUM_LENGTH:]:
+            raise MalformedKeyError(
+                "key checksum does not match: the key was mistyped or truncated"
+            )
+        environment, key_id, secret = match.groups()
+        return ParsedKey(key_id, secret, key_format.prefix, environment)
+    return _parse_slowly(token, key_format)
+
+
+def _parse_slowly(token: str, key_format: KeyFormat) -> ParsedKey:
+    """Parse a token that is not a well-formed key of the format: say what is wrong with it."""
     if len(token) > MAX_TOKEN_LENGTH:
         raise MalformedKeyError(f"key is too long (more than {MAX_TOKEN_LENGTH} characters)")
     if not token:
