@@ -27,14 +27,20 @@ from ._keys import (
     parse_key,
 )
 from ._manager import AsyncKeyManager, KeyManager
+from ._options import MiddlewareOptions
 from ._records import UNSET, IssuedKey, KeyChanges, KeyRecord, KeyStatus, Principal
+from ._request import ANONYMOUS, Anonymous
+from .asgi import KeyguardMiddleware
 from .ratelimit._policy import Policy
+from .wsgi import KeyguardWSGIMiddleware
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "ANONYMOUS",
     "DEFAULT_KEY_FORMAT",
     "UNSET",
+    "Anonymous",
     "AsyncKeyManager",
     "Clock",
     "Denial",
@@ -50,7 +56,10 @@ __all__ = [
     "KeyRecord",
     "KeyStatus",
     "KeyguardError",
+    "KeyguardMiddleware",
+    "KeyguardWSGIMiddleware",
     "MalformedKeyError",
+    "MiddlewareOptions",
     "ParsedKey",
     "PasslibHasher",
     "Policy",

@@ -1,0 +1,264 @@
+"""The request-level decisions of both middlewares, in one place and without I/O.
+
+:func:`request_flow` reads a neutral view of a request (path, scheme, client
+address, the credential headers, query string, content type) and decides:
+where the credential is (``Authorization: Bearer`` or the optional API-key
+header), whether the request is malformed (duplicate or comma-joined headers,
+both headers at once, a key in the URL or in a form body), whether a key came
+over plain HTTP, and finally what the key manager's verification flow says
+(``yield from``). The ASGI and WSGI middlewares are thin shells that build the
+view, drive this generator (``drive_async`` / ``drive_sync``) and turn the
+outcome into HTTP. A form body is read only when it could hold the key, by a
+``Call("body", "read_form", (limit,))`` that each shell performs its own way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from typing import Final
+from urllib.parse import unquote_plus
+
+from ._errors import StorageError
+from ._flow import Call, Denial, DenialReason, Flow, VerifySettings, authenticate_flow
+from ._http import STATUS_BY_REASON
+from ._options import MiddlewareOptions
+from ._records import Principal
+
+__all__ = ["ANONYMOUS", "Anonymous", "log_decision", "request_flow", "scope_denial"]
+
+access_logger = logging.getLogger("keyguard.access")
+
+_FORM_TYPE = "application/x-www-form-urlencoded"
+_LOCAL_PREFIXES = ("127.", "::ffff:127.")
+# "testclient" is the address Starlette's TestClient reports; no socket ever has it.
+_LOCAL_HOSTS = frozenset({"::1", "localhost", "testclient"})
+_SECURE_SCHEMES = frozenset({"https", "wss"})
+_MAX_LOGGED = 200
+
+
+class Anonymous:
+    """The ``scope["user"]`` / ``scope["auth"]`` of a request let through without a key.
+
+    Quacks like Starlette's ``UnauthenticatedUser`` and ``AuthCredentials()``
+    at once: not authenticated, no scopes, so ``requires()`` refuses it. It is
+    falsy, like "no principal".
+    """
+
+    __slots__ = ()
+    is_authenticated: Final = False
+    display_name: Final = ""
+    identity: Final = ""
+    scopes: Final[frozenset[str]] = frozenset()
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "ANONYMOUS"
+
+
+#: The one :class:`Anonymous` instance.
+ANONYMOUS: Final = Anonymous()
+
+
+def _invalid(detail: str) -> Denial:
+    return Denial(DenialReason.INVALID_REQUEST, detail)
+
+
+_BOTH_HEADERS = "send the API key in one header only, not in both Authorization and {}"
+_NOT_IN_URL = (
+    "send the API key in the Authorization header (Authorization: Bearer <key>), not in the "
+    "URL: the query parameter {!r} is refused because URLs end up in logs; treat a key sent "
+    "this way as exposed and rotate it"
+)
+_NOT_IN_BODY = (
+    "send the API key in the Authorization header (Authorization: Bearer <key>), not in the "
+    "request body (form field {!r})"
+)
+_MISSING = "this API needs an API key: send it as Authorization: Bearer <key>"
+_NOT_HTTPS = (
+    "API keys are accepted over HTTPS only, and this request came over plain HTTP; treat the "
+    "key as exposed if it crossed an untrusted network. Operators: if TLS ends at a proxy in "
+    "front of this app, make the server trust the proxy's X-Forwarded-Proto header (uvicorn "
+    "--proxy-headers --forwarded-allow-ips=<proxy>, gunicorn --forwarded-allow-ips, waitress "
+    "--trusted-proxy, werkzeug ProxyFix); to accept plain HTTP anyway, set require_https=False"
+)
+
+
+def _param_in(encoded: str, names: frozenset[str]) -> str | None:
+    """The first parameter of ``a=1&b=2`` whose name is in ``names`` (lowercase), or None."""
+    for part in encoded.split("&"):
+        name = part.partition("=")[0]
+        if "%" in name or "+" in name:
+            name = unquote_plus(name, encoding="latin-1")
+        name = name.lower()
+        if name in names:
+            return name
+    return None
+
+
+def _bearer(value: str, prefix: str) -> str | Denial:
+    """The token of an ``Authorization`` value, or the denial for a malformed one.
+
+    Spaces and tabs around and between scheme and key are tolerated; the
+    scheme is compared case-insensitively (RFC 9110).
+    """
+    if "," in value:
+        return _invalid(
+            "send exactly one Authorization header with one credential; several were sent "
+            "(or joined with ',')"
+        )
+    if "\t" in value:
+        value = value.replace("\t", " ")
+    scheme, _, token = value.strip(" ").partition(" ")
+    if not scheme:
+        return _invalid("the Authorization header is empty; send Authorization: Bearer <key>")
+    if scheme.lower() != "bearer":
+        if not token and scheme.startswith(prefix + "_"):
+            return _invalid("put the scheme before the key: Authorization: Bearer <key>")
+        return Denial(
+            DenialReason.MISSING_CREDENTIALS,
+            "only the Bearer scheme is accepted: send Authorization: Bearer <key>",
+        )
+    if " " in token:
+        token = token.lstrip(" ")
+        if " " in token:
+            return _invalid("send exactly one key after Bearer")
+    if not token:
+        return _invalid("no key after Bearer; send Authorization: Bearer <key>")
+    return token
+
+
+def _is_local(client: str | None) -> bool:
+    return client is None or client in _LOCAL_HOSTS or client.startswith(_LOCAL_PREFIXES)
+
+
+def request_flow(
+    options: MiddlewareOptions,
+    settings: VerifySettings,
+    environment: str | None,
+    *,
+    scheme: str,
+    client: str | None,
+    authorization: str | None,
+    api_key: str | None,
+    query_string: str,
+    content_type: str | None,
+) -> Flow[Principal | Denial | None]:
+    """Decide one request to a protected path: a Principal, a Denial, or None (anonymous).
+
+    Header values are the latin-1 text the server received; duplicates of a
+    header arrive joined by ``,`` (as WSGI servers do). A form body, when it
+    must be inspected, is read with ``Call("body", "read_form", (limit,))``,
+    which returns its bytes or ``None`` (too large, unreadable).
+    """
+    if query_string and options._param_names:
+        name = _param_in(query_string, options._param_names)
+        if name is not None:
+            return _invalid(_NOT_IN_URL.format(name))
+    if authorization is not None:
+        if api_key is not None:
+            return _invalid(_BOTH_HEADERS.format(options.api_key_header))
+        token = _bearer(authorization, settings.key_format.prefix)
+        if isinstance(token, Denial):
+            return token
+    elif api_key is not None:
+        if "," in api_key:
+            return _invalid(f"send exactly one {options.api_key_header} header with one key")
+        token = api_key.strip(" \t")
+        if not token:
+            return _invalid(f"the {options.api_key_header} header is empty")
+    else:
+        if (
+            content_type is not None
+            and options._param_names
+            and content_type.partition(";")[0].strip(" \t").lower() == _FORM_TYPE
+        ):
+            try:
+                body: bytes | None = yield Call("body", "read_form", (options.max_form_bytes,))
+            except StorageError:
+                body = None
+            name = None if not body else _param_in(body.decode("latin-1"), options._param_names)
+            if name is not None:
+                return _invalid(_NOT_IN_BODY.format(name))
+        if options.optional:
+            return None
+        return Denial(DenialReason.MISSING_CREDENTIALS, _MISSING)
+    if options.require_https and scheme not in _SECURE_SCHEMES and not _is_local(client):
+        return _invalid(_NOT_HTTPS)
+    return (
+        yield from authenticate_flow(
+            settings, token, required_scopes=options.required_scopes, environment=environment
+        )
+    )
+
+
+def scope_denial(principal: Principal, required: Collection[str]) -> Denial | None:
+    """The 403 denial for a principal that lacks some of ``required``, or None."""
+    missing = frozenset(required) - principal.scopes
+    if not missing:
+        return None
+    return Denial(
+        DenialReason.INSUFFICIENT_SCOPE,
+        "the API key lacks the scope " + " ".join(sorted(missing)),
+        key_id=principal.key_id,
+        missing_scopes=missing,
+    )
+
+
+def _escape(text: str) -> str:
+    """Attacker-supplied text made safe for a log line: no control characters, bounded."""
+    if len(text) > _MAX_LOGGED:
+        text = text[:_MAX_LOGGED] + "..."
+    if text.isprintable():
+        return text
+    return repr(text)[1:-1]
+
+
+def log_decision(
+    method: str, path: str, client: str | None, result: Principal | Denial | None
+) -> None:
+    """Log one event for one decision on logger ``keyguard.access``; never the token.
+
+    The record carries ``outcome``, ``status``, ``key_id``, ``owner``,
+    ``method``, ``path`` and ``client`` as attributes (for structured
+    formatters); path, method and client are escaped.
+    """
+    if isinstance(result, Denial):
+        status = STATUS_BY_REASON[result.reason]
+        level = logging.ERROR if status == 503 else logging.INFO
+    else:
+        level = logging.DEBUG if result is None else logging.INFO
+    if not access_logger.isEnabledFor(level):
+        return
+    if isinstance(result, Denial):
+        outcome, key_id, owner, detail = result.reason.value, result.key_id, None, result.detail
+    elif result is None:
+        status, outcome, key_id, owner, detail = 0, "anonymous", None, None, ""
+    else:
+        status, outcome, detail = 0, "allowed", ""
+        key_id, owner = result.key_id, _escape(result.owner)
+    method, path = _escape(method), _escape(path)
+    client = None if client is None else _escape(client)
+    access_logger.log(
+        level,
+        "%s %s %s: %s%s key_id=%s owner=%s client=%s",
+        method,
+        path,
+        status or "-",
+        outcome,
+        f" ({detail})" if detail else "",
+        key_id,
+        owner,
+        client,
+        extra={
+            "outcome": outcome,
+            "status": status or None,
+            "key_id": key_id,
+            "owner": owner,
+            "method": method,
+            "path": path,
+            "client": client,
+        },
+    )

@@ -1,0 +1,176 @@
+"""The ASGI middleware: :class:`KeyguardMiddleware`.
+
+A pure ASGI middleware (no ``BaseHTTPMiddleware``, no framework import). It
+reads the request's credentials, drives the shared request flow (see
+``_request.py``) on the event loop, and either calls the app with the
+principal in the scope or answers the refusal itself::
+
+    app = KeyguardMiddleware(
+        app, AsyncKeyManager(store), MiddlewareOptions(public_paths=["/health"])
+    )
+
+The app sees ``scope["user"]`` and ``scope["auth"]`` (the :class:`~keyguard.Principal`,
+or :data:`~keyguard.ANONYMOUS` on public paths and anonymous optional
+requests), which is what Starlette's ``request.user``, ``request.auth.scopes``
+and ``requires()`` read, and ``scope["keyguard.principal"]`` (the principal or
+``None``). ``lifespan`` and other scope types pass straight through. A refused
+WebSocket is closed with code 1008 before it is accepted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._flow import Denial, drive_async
+from ._http import Responder
+from ._manager import AsyncKeyManager
+from ._options import MiddlewareOptions, options_for
+from ._request import ANONYMOUS, log_decision, request_flow
+from ._types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["PRINCIPAL_SCOPE_KEY", "KeyguardMiddleware"]
+
+#: Where the principal (or ``None``) is put in the ASGI scope.
+PRINCIPAL_SCOPE_KEY = "keyguard.principal"
+_AUTHENTICATED_SCOPES = frozenset({"http", "websocket"})
+
+
+class _BodyReader:
+    """Reads a form body for the flow, and hands the messages it read back to the app."""
+
+    __slots__ = ("_receive", "messages")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.messages: list[Message] = []
+
+    async def aread_form(self, limit: int) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self._receive()
+            self.messages.append(message)
+            if message["type"] != "http.request":
+                return None
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def replay(self) -> Message:
+        if self.messages:
+            return self.messages.pop(0)
+        return await self._receive()
+
+
+class KeyguardMiddleware:
+    """Authenticate every ``http`` and ``websocket`` request with an API key.
+
+    Args:
+        app: The ASGI app to protect.
+        manager: An :class:`~keyguard.AsyncKeyManager` (a sync
+            :class:`~keyguard.KeyManager` is for :mod:`keyguard.wsgi`).
+        options: A :class:`~keyguard.MiddlewareOptions`; default: all defaults.
+
+    Raises:
+        TypeError: ``manager`` is not an ``AsyncKeyManager``.
+        ValueError: An option is invalid.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        manager: AsyncKeyManager,
+        options: MiddlewareOptions | None = None,
+    ) -> None:
+        if not isinstance(manager, AsyncKeyManager):
+            raise TypeError(
+                f"the ASGI middleware needs an AsyncKeyManager, got {type(manager).__name__}; "
+                f"a KeyManager is for keyguard.wsgi.KeyguardWSGIMiddleware"
+            )
+        self.app = app
+        self.manager = manager
+        self.options, self._environment = options_for(manager, options)
+        self.responder = Responder(self.options.realm)
+        self._settings = manager._settings
+        self._targets: dict[str, Any] = {"store": manager.store}
+        header = self.options.api_key_header
+        self._api_key_name = header.lower().encode("latin-1") if header else None
+
+    def __repr__(self) -> str:
+        return f"KeyguardMiddleware(app={self.app!r}, options={self.options!r})"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in _AUTHENTICATED_SCOPES:
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+            path = path[len(root) :] or "/"
+        if self.options.is_public(path):
+            scope["user"] = scope["auth"] = ANONYMOUS
+            scope[PRINCIPAL_SCOPE_KEY] = None
+            await self.app(scope, receive, send)
+            return
+        authorization = api_key = content_type = None
+        api_key_name = self._api_key_name
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value if authorization is None else authorization + b"," + value
+            elif name == api_key_name:
+                api_key = value if api_key is None else api_key + b"," + value
+            elif name == b"content-type":
+                content_type = value
+        targets = self._targets
+        reader = None
+        if content_type is not None and kind == "http":
+            reader = _BodyReader(receive)
+            targets = {**targets, "body": reader}
+        client = scope.get("client")
+        host: str | None = client[0] if client else None
+        query: bytes = scope.get("query_string", b"")
+        result = await drive_async(
+            request_flow(
+                self.options,
+                self._settings,
+                self._environment,
+                scheme=scope.get("scheme", "http"),
+                client=host,
+                authorization=None if authorization is None else authorization.decode("latin-1"),
+                api_key=None if api_key is None else api_key.decode("latin-1"),
+                query_string=query.decode("latin-1") if query else "",
+                content_type=None if content_type is None else content_type.decode("latin-1"),
+            ),
+            targets,
+        )
+        method: str = scope.get("method", "WEBSOCKET")
+        log_decision(method, path, host, result)
+        if isinstance(result, Denial):
+            await self._refuse(kind, method, send, result)
+            return
+        scope["user"] = scope["auth"] = ANONYMOUS if result is None else result
+        scope[PRINCIPAL_SCOPE_KEY] = result
+        if reader is not None and reader.messages:
+            receive = reader.replay
+        await self.app(scope, receive, send)
+
+    async def _refuse(self, kind: str, method: str, send: Send, denial: Denial) -> None:
+        if kind == "websocket":
+            reason = self.responder.close_reason(denial)
+            await send({"type": "websocket.close", "code": 1008, "reason": reason})
+            return
+        response = self.responder.render(denial)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": response.raw_headers(),
+            }
+        )
+        body = b"" if method == "HEAD" else response.body
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,171 @@
+"""Flask integration: the :class:`Keyguard` extension and the :func:`require_scopes` decorator.
+
+Install with ``pip install 'keyguard[flask]'``::
+
+    app = Flask(__name__)
+    Keyguard(app, KeyManager(store), public_paths=["/health"])
+
+    @app.get("/invoices")
+    @require_scopes("billing:read")
+    def invoices():
+        return {"owner": g.keyguard_principal.owner}
+
+The extension wraps ``app.wsgi_app`` in :class:`~keyguard.wsgi.KeyguardWSGIMiddleware`,
+so every request is authenticated before Flask routes it, with no event loop.
+The principal of the request is ``flask.g.keyguard_principal`` (``None`` on
+public paths and for anonymous requests with ``optional=True``), also returned
+by :func:`current_principal`.
+
+Proxy headers: apply werkzeug's ``ProxyFix`` *after* ``init_app``
+(``app.wsgi_app = ProxyFix(app.wsgi_app, ...)``), so that it runs first and the
+middleware sees the real scheme and client address.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+try:
+    from flask import Flask, current_app, g, request
+    from flask import Response as FlaskResponse
+except ImportError as exc:  # pragma: no cover (the extra is installed in tests)
+    raise ImportError(
+        "keyguard.integrations.flask needs Flask: pip install 'keyguard[flask]'"
+    ) from exc
+
+from .._flow import Denial, DenialReason
+from .._http import Responder
+from .._manager import KeyManager
+from .._options import MiddlewareOptions
+from .._records import Principal
+from .._request import scope_denial
+from ..wsgi import PRINCIPAL_ENVIRON_KEY, KeyguardWSGIMiddleware
+
+__all__ = ["G_ATTRIBUTE", "Keyguard", "current_principal", "require_scopes"]
+
+#: The attribute of ``flask.g`` that holds the request's principal.
+G_ATTRIBUTE = "keyguard_principal"
+_EXTENSION = "keyguard"
+_ABSENT = object()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Keyguard:
+    """The Flask extension.
+
+    Args:
+        app: The app; or call :meth:`init_app` later (application factories).
+        manager: The :class:`~keyguard.KeyManager`.
+        options: A :class:`~keyguard.MiddlewareOptions`, or its fields as
+            keyword arguments.
+
+    Raises:
+        TypeError: ``manager`` is not a ``KeyManager``, or options were given
+            both ways.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        manager: KeyManager | None = None,
+        *,
+        options: MiddlewareOptions | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if options is None:
+            options = MiddlewareOptions(**kwargs)
+        elif kwargs:
+            raise TypeError("pass either options=MiddlewareOptions(...) or keyword options")
+        self.manager = manager
+        self.options = options
+        self.responder = Responder(options.realm)
+        if app is not None:
+            self.init_app(app)
+
+    def __repr__(self) -> str:
+        return f"Keyguard(options={self.options!r})"
+
+    def init_app(self, app: Flask) -> None:
+        """Wrap ``app.wsgi_app`` in the middleware and expose the principal on ``flask.g``."""
+        if not isinstance(self.manager, KeyManager):
+            raise TypeError("Keyguard needs manager=KeyManager(...) (the synchronous manager)")
+        app.wsgi_app = KeyguardWSGIMiddleware(  # type: ignore[method-assign]
+            app.wsgi_app, self.manager, options=self.options
+        )
+        app.extensions[_EXTENSION] = self
+        app.before_request(_load_principal)
+
+
+def _load_principal() -> None:
+    setattr(g, G_ATTRIBUTE, request.environ.get(PRINCIPAL_ENVIRON_KEY))
+
+
+def current_principal() -> Principal | None:
+    """The principal of the current request, or ``None`` when it is anonymous."""
+    principal = request.environ.get(PRINCIPAL_ENVIRON_KEY)
+    return cast("Principal | None", principal)
+
+
+def _refusal(required: tuple[str, ...]) -> FlaskResponse | None:
+    principal = request.environ.get(PRINCIPAL_ENVIRON_KEY, _ABSENT)
+    if principal is _ABSENT:
+        raise RuntimeError(
+            "no keyguard middleware ran for this request: use Keyguard(app, manager) "
+            "or wrap app.wsgi_app in keyguard.wsgi.KeyguardWSGIMiddleware"
+        )
+    denial: Denial | None
+    if principal is None:
+        denial = Denial(
+            DenialReason.MISSING_CREDENTIALS,
+            "this API needs an API key: send it as Authorization: Bearer <key>",
+        )
+    else:
+        denial = scope_denial(cast(Principal, principal), required)
+    if denial is None:
+        return None
+    extension = current_app.extensions.get(_EXTENSION)
+    responder = extension.responder if isinstance(extension, Keyguard) else Responder("api")
+    response = responder.render(denial)
+    return FlaskResponse(response.body, status=response.status, headers=response.headers)
+
+
+def require_scopes(*scopes: str) -> Callable[[F], F]:
+    """Refuse the view with 403 ``insufficient_scope`` unless the key has every scope.
+
+    An anonymous request (public path, ``optional=True``) gets 401. Works on
+    sync and async views.
+
+    Raises:
+        TypeError: A scope is not a string (``@require_scopes(["a", "b"])``
+            instead of ``@require_scopes("a", "b")``).
+    """
+    for scope in scopes:
+        if not isinstance(scope, str):
+            raise TypeError(f"require_scopes takes scopes as arguments: got {scope!r}")
+
+    def decorator(view: F) -> F:
+        if inspect.iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                refusal = _refusal(scopes)
+                if refusal is not None:
+                    return refusal
+                return await view(*args, **kwargs)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            refusal = _refusal(scopes)
+            if refusal is not None:
+                return refusal
+            return view(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorator

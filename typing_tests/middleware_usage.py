@@ -1,0 +1,57 @@
+"""The middleware and integrations as a user writes them; checked by mypy --strict."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import FastAPI, Security
+from flask import Flask, g
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from keyguard import (
+    AsyncKeyManager,
+    KeyguardMiddleware,
+    KeyguardWSGIMiddleware,
+    KeyManager,
+    MiddlewareOptions,
+    Principal,
+)
+from keyguard.integrations import fastapi as kg_fastapi
+from keyguard.integrations import flask as kg_flask
+from keyguard.stores import MemoryKeyStore
+
+options = MiddlewareOptions(public_paths=["/health"], public_prefixes=["/docs"], optional=False)
+
+starlette_app = Starlette(
+    middleware=[Middleware(KeyguardMiddleware, AsyncKeyManager(MemoryKeyStore()), options)]
+)
+starlette_app.add_middleware(
+    KeyguardMiddleware, manager=AsyncKeyManager(MemoryKeyStore()), options=options
+)
+
+api = FastAPI()
+keyguard = kg_fastapi.Keyguard(AsyncKeyManager(MemoryKeyStore()), public_paths=["/health"])
+keyguard.init_app(api)
+
+
+@api.get("/invoices")
+async def invoices(
+    principal: Annotated[Principal, Security(keyguard, scopes=["billing:read"])],
+) -> str:
+    return principal.owner
+
+
+flask_app = Flask(__name__)
+kg_flask.Keyguard(flask_app, KeyManager(MemoryKeyStore()), public_paths=["/health"])
+flask_app.wsgi_app = KeyguardWSGIMiddleware(  # type: ignore[method-assign]
+    flask_app.wsgi_app, KeyManager(MemoryKeyStore()), options
+)
+
+
+@flask_app.get("/invoices")
+@kg_flask.require_scopes("billing:read")
+def flask_invoices() -> dict[str, str]:
+    principal: Principal | None = g.keyguard_principal
+    current = kg_flask.current_principal()
+    return {"owner": principal.owner if principal else "", "same": str(current is principal)}
