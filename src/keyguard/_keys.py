@@ -20,6 +20,7 @@ import secrets
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ._errors import MalformedKeyError
 
@@ -53,14 +54,15 @@ def _is_base62(text: str) -> bool:
     return all(c in _BASE62_SET for c in text)
 
 
+_PAIRS = tuple(a + b for a in BASE62 for b in BASE62)  # 62**2 two-digit strings
+
+
 def checksum(body: str) -> str:
     """Return the 6-character base62 CRC-32 of ``body`` (the token up to the checksum)."""
     value = zlib.crc32(body.encode("ascii"))
-    digits = []
-    while value:
-        value, rem = divmod(value, 62)
-        digits.append(BASE62[rem])
-    return "".join(reversed(digits)).rjust(CHECKSUM_LENGTH, "0")
+    high, low = divmod(value, 3844)
+    high, mid = divmod(high, 3844)
+    return _PAIRS[high] + _PAIRS[mid] + _PAIRS[low]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,7 @@ class KeyFormat:
     prefix: str = "sk"
     environments: tuple[str, ...] = ("live", "test")
     accept_split_keys: bool = False
+    _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.prefix, str) or not _PREFIX_RE.fullmatch(self.prefix):
@@ -110,6 +113,16 @@ class KeyFormat:
         if len(set(envs)) != len(envs):
             raise ValueError(f"environments must not repeat a word: {envs!r}")
         object.__setattr__(self, "environments", envs)
+        # The whole grammar in one compiled pattern: the valid-token path is one match
+        # plus the checksum; the step-by-step checks below run only to explain a failure.
+        object.__setattr__(
+            self,
+            "_pattern",
+            re.compile(
+                rf"({re.escape(self.prefix)})_({'|'.join(envs)})_([0-9A-Za-z]{{{KEY_ID_LENGTH}}})"
+                rf"_([0-9A-Za-z]{{{SECRET_LENGTH}}})[0-9A-Za-z]{{{CHECKSUM_LENGTH}}}"
+            ),
+        )
 
     @property
     def default_environment(self) -> str:
@@ -131,8 +144,7 @@ class KeyFormat:
 DEFAULT_KEY_FORMAT = KeyFormat()
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedKey:
+class ParsedKey(NamedTuple):
     """A token taken apart. The secret is left out of the repr.
 
     For a classic split key (``identifier.secret``) ``split`` is true and
@@ -140,10 +152,16 @@ class ParsedKey:
     """
 
     key_id: str
-    secret: str = field(repr=False)
+    secret: str
     prefix: str | None = None
     environment: str | None = None
     split: bool = False
+
+    def __repr__(self) -> str:
+        return (
+            f"ParsedKey(key_id={self.key_id!r}, prefix={self.prefix!r}, "
+            f"environment={self.environment!r}, split={self.split!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,8 +233,24 @@ def parse_key(token: str, key_format: KeyFormat = DEFAULT_KEY_FORMAT) -> ParsedK
         raise MalformedKeyError(f"key is too long (more than {MAX_TOKEN_LENGTH} characters)")
     if not token:
         raise MalformedKeyError("key is empty")
+    match = key_format._pattern.fullmatch(token)
+    if match is not None:
+        body = token[:-CHECKSUM_LENGTH]
+        if checksum(body) != token[-CHECKSUM_LENGTH:]:
+            raise MalformedKeyError(
+                "key checksum does not match: the key was mistyped or truncated"
+            )
+        prefix, environment, key_id, secret = match.groups()
+        return ParsedKey(key_id, secret, prefix, environment)
+    return _explain(token, key_format)
+
+
+def _explain(token: str, key_format: KeyFormat) -> ParsedKey:
+    """Parse a token that failed the fast pattern: a split key, or a precise error."""
     if not token.isascii():
         raise MalformedKeyError("key contains non-ASCII characters")
+    if token != token.strip():
+        raise MalformedKeyError("key has leading or trailing whitespace")
     if "." in token:
         if key_format.accept_split_keys:
             return _parse_split(token)
@@ -242,15 +276,7 @@ def parse_key(token: str, key_format: KeyFormat = DEFAULT_KEY_FORMAT) -> ParsedK
             f"key secret and checksum must be {SECRET_LENGTH + CHECKSUM_LENGTH} characters "
             f"of 0-9, A-Z, a-z"
         )
-    body = token[:-CHECKSUM_LENGTH]
-    if checksum(body) != token[-CHECKSUM_LENGTH:]:
-        raise MalformedKeyError("key checksum does not match: the key was mistyped or truncated")
-    return ParsedKey(
-        key_id=key_id,
-        secret=tail[:SECRET_LENGTH],
-        prefix=prefix,
-        environment=environment,
-    )
+    raise MalformedKeyError("key is malformed")  # pragma: no cover (the pattern matched it)
 
 
 def is_valid_key_id(key_id: str) -> bool:

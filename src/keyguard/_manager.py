@@ -55,7 +55,7 @@ class _KeyOperations:
         key_format: KeyFormat = DEFAULT_KEY_FORMAT,
         hasher: SecretHasher | None = None,
         legacy_hashers: Sequence[SecretHasher] = (),
-        verified_cache: VerifiedSecretCache | None = None,
+        verified_cache: VerifiedSecretCache | bool = True,
         upgrade_hashes: bool = True,
         environment: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
@@ -63,9 +63,12 @@ class _KeyOperations:
         self.key_format = key_format
         self.hasher = hasher if hasher is not None else HmacSecretHasher()
         self.legacy_hashers = tuple(legacy_hashers)
-        if verified_cache is None and any(h.slow for h in (self.hasher, *self.legacy_hashers)):
-            verified_cache = VerifiedSecretCache(clock=clock.monotonic)
-        self.verified_cache = verified_cache
+        if verified_cache is True:
+            slow = any(h.slow for h in (self.hasher, *self.legacy_hashers))
+            verified_cache = VerifiedSecretCache(clock=clock.monotonic) if slow else False
+        self.verified_cache = (
+            verified_cache if isinstance(verified_cache, VerifiedSecretCache) else None
+        )
         if environment is not None and environment not in key_format.environments:
             raise ValueError(
                 f"environment {environment!r} is not one of {key_format.environments!r}"
@@ -260,8 +263,9 @@ class KeyManager(_KeyOperations):
             or HMAC-SHA256 when you give it a pepper).
         legacy_hashers: Also accepted for stored hashes of imported keys,
             such as :class:`PasslibHasher` for bcrypt.
-        verified_cache: Remembers slow-hash verifications; made for you when
-            a slow hasher is configured.
+        verified_cache: Remembers slow-hash verifications. ``True`` (default)
+            makes one when a slow hasher is configured; ``False`` turns it off
+            (every request then pays the slow hash); or pass your own.
         upgrade_hashes: Re-hash a key with ``hasher`` after its first
             successful verification with a legacy or outdated hash.
         environment: When set, :meth:`authenticate` refuses keys of any other

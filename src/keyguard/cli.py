@@ -127,6 +127,36 @@ def _cmd_hash(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO)
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    from ._flow import Denial  # noqa: PLC0415 (only the tour needs it)
+    from ._manager import KeyManager  # noqa: PLC0415
+    from .stores.memory import MemoryKeyStore  # noqa: PLC0415
+
+    keys = KeyManager(MemoryKeyStore())
+    issued = keys.create("acme", "demo key", scopes=["billing:read"])
+    out.write(f"1. created a live key for owner 'acme' (shown once):\n   {issued.token}\n")
+    scheme = issued.record.secret_hash.split("$", 1)[0]
+    out.write(f"   stored: key_id={issued.key_id} and a {scheme} hash, never the key\n")
+    steps = [
+        ("the key itself", issued.token, ()),
+        ("a typo (last character changed)", issued.token[:-1] + "x", ()),
+        ("the key, asking for billing:write", issued.token, ("billing:write",)),
+    ]
+    for number, (label, token, scopes) in enumerate(steps, start=2):
+        result = keys.authenticate(token, required_scopes=scopes)
+        verdict = (
+            f"denied: {result.reason.value} ({result.detail})"
+            if isinstance(result, Denial)
+            else f"allowed: owner={result.owner} scopes={sorted(result.scopes)}"
+        )
+        out.write(f"{number}. {label}\n   {verdict}\n")
+    keys.revoke(issued.key_id)
+    result = keys.authenticate(issued.token)
+    verdict = result.reason.value if isinstance(result, Denial) else "allowed?"
+    out.write(f"5. after revoke\n   denied: {verdict}\n")
+    return 0
+
+
 Command = Callable[[argparse.Namespace, TextIO, TextIO, TextIO], int]
 
 
@@ -165,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     hsh.add_argument("--split", action="store_true", help="also accept identifier.secret keys")
     hsh.add_argument("token", help="the key, or - to read it from standard input")
     hsh.set_defaults(handler=_cmd_hash)
+    demo = sub.add_parser("demo", help="a short tour of keys, checks and denials")
+    demo.set_defaults(handler=_cmd_demo)
     return parser
 
 
@@ -185,6 +217,9 @@ def main(
     except (CommandError, KeyguardError) as exc:
         err.write(f"keyguard: error: {exc}\n")
         return EXIT_ERROR
+    except BrokenPipeError:
+        # The reader went away (`keyguard keys list | head`): not an error worth a traceback.
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
