@@ -103,27 +103,18 @@ def _cmd_generate(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: Tex
 
 
 def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
-    fmt = _key_format(args)
+    """`check`: print the environment and key_id; `hash`: the stored form. Exit 1 if invalid."""
     try:
-        parsed = parse_key(_read_token(args.token, stdin), fmt)
+        parsed = parse_key(_read_token(args.token, stdin), _key_format(args))
     except MalformedKeyError as exc:
         err.write(f"invalid: {exc}\n")
         return 1
-    if parsed.split:
+    if args.command == "hash":
+        out.write(f"{hasher_from_environment().hash(parsed.secret)}\n")
+    elif parsed.split:
         out.write(f"valid split key; key_id {parsed.key_id}\n")
     else:
         out.write(f"valid {parsed.environment} key; key_id {parsed.key_id}\n")
-    return 0
-
-
-def _cmd_hash(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
-    fmt = _key_format(args)
-    try:
-        parsed = parse_key(_read_token(args.token, stdin), fmt)
-    except MalformedKeyError as exc:
-        err.write(f"invalid: {exc}\n")
-        return 1
-    out.write(f"{hasher_from_environment().hash(parsed.secret)}\n")
     return 0
 
 
@@ -194,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format_options(hsh)
     hsh.add_argument("--split", action="store_true", help="also accept identifier.secret keys")
     hsh.add_argument("token", help="the key, or - to read it from standard input")
-    hsh.set_defaults(handler=_cmd_hash)
+    hsh.set_defaults(handler=_cmd_check)
     demo = sub.add_parser("demo", help="a short tour of keys, checks and denials")
     demo.set_defaults(handler=_cmd_demo)
     return parser
