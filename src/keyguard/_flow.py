@@ -18,7 +18,7 @@ import enum
 import logging
 from collections.abc import Callable, Collection, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from ._errors import KeyguardError, MalformedKeyError, SecretTooLongError, StorageError
 from ._hashing import SecretHasher, VerifiedSecretCache
@@ -32,8 +32,7 @@ logger = logging.getLogger("keyguard")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
+class Call(NamedTuple):
     """One I/O step a flow needs: ``target.method(*args)`` (``a``-prefixed when async)."""
 
     target: str
@@ -54,30 +53,32 @@ def _wrap(exc: Exception, call: Call) -> KeyguardError:
 
 def drive_sync(flow: Flow[T], targets: Mapping[str, Any]) -> T:
     """Run ``flow`` to completion, performing each call synchronously."""
+    send = flow.send
     try:
-        call = next(flow)
+        call = send(None)
         while True:
             try:
-                result = getattr(targets[call.target], call.method)(*call.args)
-            except Exception as exc:
+                result = getattr(targets[call[0]], call[1])(*call[2])
+            except Exception as exc:  # a backend failure is the flow's to judge
                 call = flow.throw(_wrap(exc, call))
             else:
-                call = flow.send(result)
+                call = send(result)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
 
 
 async def drive_async(flow: Flow[T], targets: Mapping[str, Any]) -> T:
     """Run ``flow`` to completion, awaiting the ``a``-prefixed method for each call."""
+    send = flow.send
     try:
-        call = next(flow)
+        call = send(None)
         while True:
             try:
-                result = await getattr(targets[call.target], "a" + call.method)(*call.args)
-            except Exception as exc:
+                result = await getattr(targets[call[0]], "a" + call[1])(*call[2])
+            except Exception as exc:  # a backend failure is the flow's to judge
                 call = flow.throw(_wrap(exc, call))
             else:
-                call = flow.send(result)
+                call = send(result)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
 
