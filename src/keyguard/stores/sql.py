@@ -264,6 +264,14 @@ def _run_sync(flow: _SqlFlow[T], conn: Connection) -> T:
         return stop.value  # type: ignore[no-any-return]
 
 
+def _reading(engine: Any) -> Any:
+    """The engine for reads: on PostgreSQL in autocommit, which saves the BEGIN and
+    ROLLBACK round trips around each lookup (one statement needs no transaction)."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine
+
+
 def _is_unique_violation(exc: sa_exc.IntegrityError) -> bool:
     orig = exc.orig
     sqlstate = getattr(orig, "sqlstate", None)
@@ -320,7 +328,9 @@ class SQLKeyStore:
         self._engine_options = self._options(self.url, engine_options)
         self._async_engine_options = self._options(self.async_url, async_engine_options)
         self._engine: Engine | None = None
+        self._reader: Engine | None = None
         self._async_engine: Any = None
+        self._async_reader: Any = None
         self._build_statements()
 
     @staticmethod
@@ -366,6 +376,18 @@ class SQLKeyStore:
         if self._engine is None:
             self._engine = sa.create_engine(self.url, **self._engine_options)
         return self._engine
+
+    @property
+    def _read_engine(self) -> Engine:
+        if self._reader is None:
+            self._reader = _reading(self.engine)
+        return self._reader
+
+    @property
+    def _async_read_engine(self) -> Any:
+        if self._async_reader is None:
+            self._async_reader = _reading(self.async_engine)
+        return self._async_reader
 
     @property
     def async_engine(self) -> Any:
@@ -438,7 +460,7 @@ class SQLKeyStore:
 
     def _read(self, operation: str, flow: _SqlFlow[T]) -> T:
         try:
-            with self.engine.connect() as conn:
+            with self._read_engine.connect() as conn:
                 return _run_sync(flow, conn)
         except sa_exc.SQLAlchemyError as exc:
             raise self._error(operation, exc) from exc
@@ -510,12 +532,13 @@ class SQLKeyStore:
         """Close the sync engine's connections. Async users call :meth:`aclose`."""
         if self._engine is not None:
             self._engine.dispose()
+            self._engine = self._reader = None
 
     # -- async --------------------------------------------------------------------------
 
     async def _aread(self, operation: str, flow: _SqlFlow[T]) -> T:
         try:
-            async with self.async_engine.connect() as conn:
+            async with self._async_read_engine.connect() as conn:
                 return await _run_async(flow, conn)
         except sa_exc.SQLAlchemyError as exc:
             raise self._error(operation, exc) from exc
@@ -568,6 +591,7 @@ class SQLKeyStore:
         """Close the connections of both engines."""
         if self._async_engine is not None:
             await self._async_engine.dispose()
+            self._async_engine = self._async_reader = None
         self.close()
 
 
