@@ -230,7 +230,7 @@ def _derive_urls(url: str, async_url: str | None) -> tuple[URL, URL]:
             f"postgresql://user@host/db"
         ) from None
     backend = sync.get_backend_name()
-    if backend == "postgresql" and sync.get_driver_name() in ("psycopg2", ""):
+    if backend == "postgresql" and ("+" not in sync.drivername or "psycopg2" in sync.drivername):
         sync = sync.set(drivername="postgresql+psycopg")
     if async_url is not None:
         return sync, make_url(async_url)
