@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import sqlalchemy as sa
 
@@ -275,6 +277,20 @@ async def test_async_driver_errors_become_storage_errors(
         assert "5e5e5e" not in str(caught.value.__cause__)
     finally:
         await broken_store.aclose()
+        await join_aiosqlite_workers()
+
+
+async def join_aiosqlite_workers() -> None:
+    """Let aiosqlite's worker threads finish while the event loop still runs.
+
+    After a failed connect, aiosqlite stops its worker thread by queueing a call
+    that reports back to the loop; if the test's loop closes first the thread
+    raises "Event loop is closed" (omnilib/aiosqlite#241). A long-lived app
+    loop never sees this.
+    """
+    for thread in threading.enumerate():
+        if thread.name.endswith("(_connection_worker_thread)"):
+            await anyio.to_thread.run_sync(thread.join, 5.0)
 
 
 def test_a_failing_store_is_a_503_denial_not_an_exception(broken_store: SQLKeyStore) -> None:
