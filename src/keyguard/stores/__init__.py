@@ -1,4 +1,8 @@
-"""Key stores: protocols and backends. SQL lives in ``keyguard.stores.sql`` (extra ``sql``)."""
+"""Key stores: protocols, backends and the lookup cache.
+
+The SQL store lives in ``keyguard.stores.sql`` (extra ``sql``), the Redis revocation
+broadcast in ``keyguard.stores.redis_broadcast`` (extra ``redis``).
+"""
 
 from ._base import AsyncKeyStore, AsyncRevocationBroadcast, KeyStore, RevocationBroadcast
 from .cached import CachedKeyStore
