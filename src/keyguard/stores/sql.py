@@ -30,6 +30,7 @@ of messages and logs (SQLAlchemy's ``hide_parameters``).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -331,6 +332,7 @@ class SQLKeyStore:
         self._reader: Engine | None = None
         self._async_engine: Any = None
         self._async_reader: Any = None
+        self._engine_lock = threading.Lock()
         self._build_statements()
 
     @staticmethod
@@ -373,15 +375,17 @@ class SQLKeyStore:
     @property
     def engine(self) -> Engine:
         """The sync engine, made on first use."""
-        if self._engine is None:
-            self._engine = sa.create_engine(self.url, **self._engine_options)
-        return self._engine
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = sa.create_engine(self.url, **self._engine_options)
+            return self._engine
 
     @property
     def _read_engine(self) -> Engine:
-        if self._reader is None:
-            self._reader = _reading(self.engine)
-        return self._reader
+        reader = self._reader
+        if reader is None:
+            reader = self._reader = _reading(self.engine)
+        return reader
 
     @property
     def _async_read_engine(self) -> Any:
@@ -392,11 +396,14 @@ class SQLKeyStore:
     @property
     def async_engine(self) -> Any:
         """The async engine (``sqlalchemy.ext.asyncio.AsyncEngine``), made on first use."""
-        if self._async_engine is None:
-            from sqlalchemy.ext.asyncio import create_async_engine  # noqa: PLC0415 (lazy)
+        with self._engine_lock:
+            if self._async_engine is None:
+                from sqlalchemy.ext.asyncio import create_async_engine  # noqa: PLC0415 (lazy)
 
-            self._async_engine = create_async_engine(self.async_url, **self._async_engine_options)
-        return self._async_engine
+                self._async_engine = create_async_engine(
+                    self.async_url, **self._async_engine_options
+                )
+            return self._async_engine
 
     def _error(self, operation: str, exc: Exception) -> StorageError:
         cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
