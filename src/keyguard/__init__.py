@@ -26,6 +26,7 @@ from ._keys import (
     generate_key,
     parse_key,
 )
+from ._last_used import LastUsedRecorder
 from ._manager import AsyncKeyManager, KeyManager
 from ._records import UNSET, IssuedKey, KeyChanges, KeyRecord, KeyStatus, Principal
 from .ratelimit._policy import Policy
@@ -50,6 +51,7 @@ __all__ = [
     "KeyRecord",
     "KeyStatus",
     "KeyguardError",
+    "LastUsedRecorder",
     "MalformedKeyError",
     "ParsedKey",
     "PasslibHasher",

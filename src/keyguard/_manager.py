@@ -22,9 +22,11 @@ from ._flow import (
     authenticate_flow,
     drive_async,
     drive_sync,
+    touch_flow,
 )
 from ._hashing import HmacSecretHasher, SecretHasher, VerifiedSecretCache
 from ._keys import DEFAULT_KEY_FORMAT, KeyFormat, generate_key, is_valid_key_id
+from ._last_used import DEFAULT_LAST_USED_INTERVAL, LastUsedRecorder
 from ._records import UNSET, IssuedKey, KeyChanges, KeyRecord, Principal, _Unset
 from .ratelimit._policy import Policy
 from .stores._base import AsyncKeyStore, KeyStore
@@ -59,6 +61,7 @@ class _KeyOperations:
         upgrade_hashes: bool = True,
         environment: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        last_used: float | LastUsedRecorder | None = DEFAULT_LAST_USED_INTERVAL,
     ) -> None:
         self.key_format = key_format
         self.hasher = hasher if hasher is not None else HmacSecretHasher()
@@ -75,6 +78,11 @@ class _KeyOperations:
             )
         self.environment = environment
         self.clock = clock
+        if isinstance(last_used, int | float) and not isinstance(last_used, bool):
+            last_used = LastUsedRecorder(float(last_used), clock=clock.monotonic)
+        if last_used is not None and not isinstance(last_used, LastUsedRecorder):
+            raise TypeError("last_used must be seconds, a LastUsedRecorder, or None (off)")
+        self.last_used = last_used
         self._settings = VerifySettings(
             key_format=key_format,
             hasher=self.hasher,
@@ -83,6 +91,7 @@ class _KeyOperations:
             upgrade_hashes=upgrade_hashes,
             dummy_hash=self.hasher.hash(secrets.token_urlsafe(24)),
             now=clock.now,
+            last_used=last_used,
         )
 
     def _forget(self, key_id: str) -> None:
@@ -142,6 +151,12 @@ class _KeyOperations:
                 continue
             return IssuedKey(token=key.token, record=record)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _flush_last_used(self) -> Flow[None]:
+        if self.last_used is not None:
+            batch = self.last_used.flush()
+            if batch:
+                yield from touch_flow(self.last_used, batch)
 
     def _get(self, key_id: str) -> Flow[KeyRecord]:
         record: KeyRecord | None = yield Call("store", "get", (key_id,))
@@ -271,6 +286,9 @@ class KeyManager(_KeyOperations):
         environment: When set, :meth:`authenticate` refuses keys of any other
             environment before looking them up.
         clock: Source of time (``keyguard.testing.FakeClock`` in tests).
+        last_used: How ``last_used_at`` is kept: seconds between batched
+            writes (default 60; each key written at most once per interval),
+            a shared :class:`LastUsedRecorder`, or ``None`` to not keep it.
     """
 
     def __init__(self, store: KeyStore, **options: Any) -> None:
@@ -384,8 +402,13 @@ class KeyManager(_KeyOperations):
             self._targets,
         )
 
+    def flush_last_used(self) -> None:
+        """Write the pending last-used times now (``close`` does it too)."""
+        drive_sync(self._flush_last_used(), self._targets)
+
     def close(self) -> None:
-        """Close the store."""
+        """Write the pending last-used times, then close the store."""
+        self.flush_last_used()
         self.store.close()
 
 
@@ -492,6 +515,11 @@ class AsyncKeyManager(_KeyOperations):
             self._targets,
         )
 
+    async def flush_last_used(self) -> None:
+        """See :meth:`KeyManager.flush_last_used`."""
+        await drive_async(self._flush_last_used(), self._targets)
+
     async def aclose(self) -> None:
-        """Close the store."""
+        """Write the pending last-used times, then close the store."""
+        await self.flush_last_used()
         await self.store.aclose()
