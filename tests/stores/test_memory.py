@@ -3,17 +3,6 @@ from __future__ import annotations
 import pytest
 
 from keyguard.stores import AsyncKeyStore, KeyStore, MemoryKeyStore
-from keyguard.testing import AsyncKeyStoreContract, KeyStoreContract
-
-
-class TestMemoryKeyStore(KeyStoreContract, AsyncKeyStoreContract):
-    @pytest.fixture
-    def store(self) -> MemoryKeyStore:
-        return MemoryKeyStore()
-
-    @pytest.fixture
-    def async_store(self) -> MemoryKeyStore:
-        return MemoryKeyStore()
 
 
 def test_memory_store_implements_both_protocols() -> None:
