@@ -39,7 +39,7 @@ def rows() -> Iterator[Row]:
             MemoryKeyStore(),
             legacy_hashers=[passlib],
             upgrade_hashes=False,
-            verified_cache=None if cached else keyguard.VerifiedSecretCache(max_size=1, ttl=1e-9),
+            verified_cache=cached,
             key_format=keyguard.KeyFormat(accept_split_keys=True),
         )
         bcrypt_manager.import_key(

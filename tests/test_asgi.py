@@ -16,10 +16,10 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 import keyguard
-from http_drivers import Request, asgi_call
 from keyguard import AsyncKeyManager, KeyguardMiddleware, MiddlewareOptions
 from keyguard.stores import MemoryKeyStore
 from keyguard.testing import FakeClock
+from tests._http_drivers import Request, asgi_call
 
 SRC = Path(keyguard.__file__).parent
 

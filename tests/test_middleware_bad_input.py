@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from http_drivers import Reply, Request, asgi_call, wsgi_call
 from keyguard import (
     AsyncKeyManager,
     KeyguardMiddleware,
@@ -28,6 +27,7 @@ from keyguard import (
 )
 from keyguard.stores import MemoryKeyStore
 from keyguard.testing import FakeClock
+from tests._http_drivers import Reply, Request, asgi_call, wsgi_call
 
 OPTIONS = MiddlewareOptions(environment="live", api_key_header="X-API-Key")
 CHALLENGE = 'Bearer realm="api"'

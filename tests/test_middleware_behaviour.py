@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from http_drivers import Reply, Request, asgi_call, wsgi_call
 from keyguard import (
     ANONYMOUS,
     AsyncKeyManager,
@@ -22,6 +21,7 @@ from keyguard import (
 )
 from keyguard.stores import MemoryKeyStore
 from keyguard.testing import FakeClock
+from tests._http_drivers import Reply, Request, asgi_call, wsgi_call
 
 Call = Callable[[Request], Awaitable[Reply]]
 

@@ -26,6 +26,7 @@ from ._keys import (
     generate_key,
     parse_key,
 )
+from ._last_used import LastUsedRecorder
 from ._manager import AsyncKeyManager, KeyManager
 from ._options import MiddlewareOptions
 from ._records import UNSET, IssuedKey, KeyChanges, KeyRecord, KeyStatus, Principal
@@ -58,6 +59,7 @@ __all__ = [
     "KeyguardError",
     "KeyguardMiddleware",
     "KeyguardWSGIMiddleware",
+    "LastUsedRecorder",
     "MalformedKeyError",
     "MiddlewareOptions",
     "ParsedKey",

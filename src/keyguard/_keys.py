@@ -20,6 +20,7 @@ import secrets
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ._errors import MalformedKeyError
 
@@ -53,16 +54,15 @@ def _is_base62(text: str) -> bool:
     return all(c in _BASE62_SET for c in text)
 
 
-# Every two-digit base62 string, in order: a CRC-32 (< 62**6) is three of them.
-_PAIRS = tuple(a + b for a in BASE62 for b in BASE62)
-_PAIR_BASE = len(_PAIRS)
+_PAIRS = tuple(a + b for a in BASE62 for b in BASE62)  # 62**2 two-digit strings
 
 
 def checksum(body: str) -> str:
     """Return the 6-character base62 CRC-32 of ``body`` (the token up to the checksum)."""
-    high, low = divmod(zlib.crc32(body.encode("ascii")), _PAIR_BASE)
-    top, middle = divmod(high, _PAIR_BASE)
-    return _PAIRS[top] + _PAIRS[middle] + _PAIRS[low]
+    value = zlib.crc32(body.encode("ascii"))
+    high, low = divmod(value, 3844)
+    high, mid = divmod(high, 3844)
+    return _PAIRS[high] + _PAIRS[mid] + _PAIRS[low]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +87,7 @@ class KeyFormat:
     prefix: str = "sk"
     environments: tuple[str, ...] = ("live", "test")
     accept_split_keys: bool = False
-    # The exact grammar of a well-formed token, for the fast path of parse_key.
-    _token_re: re.Pattern[str] = field(init=False, repr=False, compare=False, hash=False)
+    _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.prefix, str) or not _PREFIX_RE.fullmatch(self.prefix):
@@ -114,12 +113,14 @@ class KeyFormat:
         if len(set(envs)) != len(envs):
             raise ValueError(f"environments must not repeat a word: {envs!r}")
         object.__setattr__(self, "environments", envs)
+        # The whole grammar in one compiled pattern: the valid-token path is one match
+        # plus the checksum; the step-by-step checks below run only to explain a failure.
         object.__setattr__(
             self,
-            "_token_re",
+            "_pattern",
             re.compile(
-                f"{self.prefix}_({'|'.join(envs)})_([0-9A-Za-z]{{{KEY_ID_LENGTH}}})_"
-                f"([0-9A-Za-z]{{{SECRET_LENGTH}}})[0-9A-Za-z]{{{CHECKSUM_LENGTH}}}"
+                rf"({re.escape(self.prefix)})_({'|'.join(envs)})_([0-9A-Za-z]{{{KEY_ID_LENGTH}}})"
+                rf"_([0-9A-Za-z]{{{SECRET_LENGTH}}})[0-9A-Za-z]{{{CHECKSUM_LENGTH}}}"
             ),
         )
 
@@ -143,8 +144,7 @@ class KeyFormat:
 DEFAULT_KEY_FORMAT = KeyFormat()
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedKey:
+class ParsedKey(NamedTuple):
     """A token taken apart. The secret is left out of the repr.
 
     For a classic split key (``identifier.secret``) ``split`` is true and
@@ -152,10 +152,16 @@ class ParsedKey:
     """
 
     key_id: str
-    secret: str = field(repr=False)
+    secret: str
     prefix: str | None = None
     environment: str | None = None
     split: bool = False
+
+    def __repr__(self) -> str:
+        return (
+            f"ParsedKey(key_id={self.key_id!r}, prefix={self.prefix!r}, "
+            f"environment={self.environment!r}, split={self.split!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,26 +229,28 @@ def parse_key(token: str, key_format: KeyFormat = DEFAULT_KEY_FORMAT) -> ParsedK
     """
     if not isinstance(token, str):
         raise TypeError(f"token must be a str, not {type(token).__name__}")
-    match = key_format._token_re.fullmatch(token)
-    if match is not None:
-        # The whole grammar in one regex match; only the checksum is left to check.
-        if checksum(token[:-CHECKSUM_LENGTH]) != token[-CHECKSUM_LENGTH:]:
-            raise MalformedKeyError(
-                "key checksum does not match: the key was mistyped or truncated"
-            )
-        environment, key_id, secret = match.groups()
-        return ParsedKey(key_id, secret, key_format.prefix, environment)
-    return _parse_slowly(token, key_format)
-
-
-def _parse_slowly(token: str, key_format: KeyFormat) -> ParsedKey:
-    """Parse a token that is not a well-formed key of the format: say what is wrong with it."""
     if len(token) > MAX_TOKEN_LENGTH:
         raise MalformedKeyError(f"key is too long (more than {MAX_TOKEN_LENGTH} characters)")
     if not token:
         raise MalformedKeyError("key is empty")
+    match = key_format._pattern.fullmatch(token)
+    if match is not None:
+        body = token[:-CHECKSUM_LENGTH]
+        if checksum(body) != token[-CHECKSUM_LENGTH:]:
+            raise MalformedKeyError(
+                "key checksum does not match: the key was mistyped or truncated"
+            )
+        prefix, environment, key_id, secret = match.groups()
+        return ParsedKey(key_id, secret, prefix, environment)
+    return _explain(token, key_format)
+
+
+def _explain(token: str, key_format: KeyFormat) -> ParsedKey:
+    """Parse a token that failed the fast pattern: a split key, or a precise error."""
     if not token.isascii():
         raise MalformedKeyError("key contains non-ASCII characters")
+    if token != token.strip():
+        raise MalformedKeyError("key has leading or trailing whitespace")
     if "." in token:
         if key_format.accept_split_keys:
             return _parse_split(token)
@@ -268,15 +276,7 @@ def _parse_slowly(token: str, key_format: KeyFormat) -> ParsedKey:
             f"key secret and checksum must be {SECRET_LENGTH + CHECKSUM_LENGTH} characters "
             f"of 0-9, A-Z, a-z"
         )
-    body = token[:-CHECKSUM_LENGTH]
-    if checksum(body) != token[-CHECKSUM_LENGTH:]:
-        raise MalformedKeyError("key checksum does not match: the key was mistyped or truncated")
-    return ParsedKey(
-        key_id=key_id,
-        secret=tail[:SECRET_LENGTH],
-        prefix=prefix,
-        environment=environment,
-    )
+    raise MalformedKeyError("key is malformed")  # pragma: no cover (the pattern matched it)
 
 
 def is_valid_key_id(key_id: str) -> bool:

@@ -22,9 +22,11 @@ from ._flow import (
     authenticate_flow,
     drive_async,
     drive_sync,
+    touch_flow,
 )
 from ._hashing import HmacSecretHasher, SecretHasher, VerifiedSecretCache
 from ._keys import DEFAULT_KEY_FORMAT, KeyFormat, generate_key, is_valid_key_id
+from ._last_used import DEFAULT_LAST_USED_INTERVAL, LastUsedRecorder
 from ._records import UNSET, IssuedKey, KeyChanges, KeyRecord, Principal, _Unset
 from .ratelimit._policy import Policy
 from .stores._base import AsyncKeyStore, KeyStore
@@ -55,23 +57,32 @@ class _KeyOperations:
         key_format: KeyFormat = DEFAULT_KEY_FORMAT,
         hasher: SecretHasher | None = None,
         legacy_hashers: Sequence[SecretHasher] = (),
-        verified_cache: VerifiedSecretCache | None = None,
+        verified_cache: VerifiedSecretCache | bool = True,
         upgrade_hashes: bool = True,
         environment: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        last_used: float | LastUsedRecorder | None = DEFAULT_LAST_USED_INTERVAL,
     ) -> None:
         self.key_format = key_format
         self.hasher = hasher if hasher is not None else HmacSecretHasher()
         self.legacy_hashers = tuple(legacy_hashers)
-        if verified_cache is None and any(h.slow for h in (self.hasher, *self.legacy_hashers)):
-            verified_cache = VerifiedSecretCache(clock=clock.monotonic)
-        self.verified_cache = verified_cache
+        if verified_cache is True:
+            slow = any(h.slow for h in (self.hasher, *self.legacy_hashers))
+            verified_cache = VerifiedSecretCache(clock=clock.monotonic) if slow else False
+        self.verified_cache = (
+            verified_cache if isinstance(verified_cache, VerifiedSecretCache) else None
+        )
         if environment is not None and environment not in key_format.environments:
             raise ValueError(
                 f"environment {environment!r} is not one of {key_format.environments!r}"
             )
         self.environment = environment
         self.clock = clock
+        if isinstance(last_used, int | float) and not isinstance(last_used, bool):
+            last_used = LastUsedRecorder(float(last_used), clock=clock.monotonic)
+        if last_used is not None and not isinstance(last_used, LastUsedRecorder):
+            raise TypeError("last_used must be seconds, a LastUsedRecorder, or None (off)")
+        self.last_used = last_used
         self._settings = VerifySettings(
             key_format=key_format,
             hasher=self.hasher,
@@ -80,6 +91,7 @@ class _KeyOperations:
             upgrade_hashes=upgrade_hashes,
             dummy_hash=self.hasher.hash(secrets.token_urlsafe(24)),
             now=clock.now,
+            last_used=last_used,
         )
 
     def _forget(self, key_id: str) -> None:
@@ -139,6 +151,12 @@ class _KeyOperations:
                 continue
             return IssuedKey(token=key.token, record=record)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _flush_last_used(self) -> Flow[None]:
+        if self.last_used is not None:
+            batch = self.last_used.flush()
+            if batch:
+                yield from touch_flow(self.last_used, batch)
 
     def _get(self, key_id: str) -> Flow[KeyRecord]:
         record: KeyRecord | None = yield Call("store", "get", (key_id,))
@@ -260,13 +278,17 @@ class KeyManager(_KeyOperations):
             or HMAC-SHA256 when you give it a pepper).
         legacy_hashers: Also accepted for stored hashes of imported keys,
             such as :class:`PasslibHasher` for bcrypt.
-        verified_cache: Remembers slow-hash verifications; made for you when
-            a slow hasher is configured.
+        verified_cache: Remembers slow-hash verifications. ``True`` (default)
+            makes one when a slow hasher is configured; ``False`` turns it off
+            (every request then pays the slow hash); or pass your own.
         upgrade_hashes: Re-hash a key with ``hasher`` after its first
             successful verification with a legacy or outdated hash.
         environment: When set, :meth:`authenticate` refuses keys of any other
             environment before looking them up.
         clock: Source of time (``keyguard.testing.FakeClock`` in tests).
+        last_used: How ``last_used_at`` is kept: seconds between batched
+            writes (default 60; each key written at most once per interval),
+            a shared :class:`LastUsedRecorder`, or ``None`` to not keep it.
     """
 
     def __init__(self, store: KeyStore, **options: Any) -> None:
@@ -380,8 +402,13 @@ class KeyManager(_KeyOperations):
             self._targets,
         )
 
+    def flush_last_used(self) -> None:
+        """Write the pending last-used times now (``close`` does it too)."""
+        drive_sync(self._flush_last_used(), self._targets)
+
     def close(self) -> None:
-        """Close the store."""
+        """Write the pending last-used times, then close the store."""
+        self.flush_last_used()
         self.store.close()
 
 
@@ -488,6 +515,11 @@ class AsyncKeyManager(_KeyOperations):
             self._targets,
         )
 
+    async def flush_last_used(self) -> None:
+        """See :meth:`KeyManager.flush_last_used`."""
+        await drive_async(self._flush_last_used(), self._targets)
+
     async def aclose(self) -> None:
-        """Close the store."""
+        """Write the pending last-used times, then close the store."""
+        await self.flush_last_used()
         await self.store.aclose()

@@ -12,13 +12,13 @@ treats it as "store unavailable" and fails closed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from .._records import KeyChanges, KeyRecord
 
-__all__ = ["AsyncKeyStore", "KeyStore"]
+__all__ = ["AsyncKeyStore", "AsyncRevocationBroadcast", "KeyStore", "RevocationBroadcast"]
 
 
 @runtime_checkable
@@ -88,4 +88,51 @@ class AsyncKeyStore(Protocol):
 
     async def aclose(self) -> None:
         """See :meth:`KeyStore.close`."""
+        ...
+
+
+@runtime_checkable
+class RevocationBroadcast(Protocol):
+    """**Protocol**: tells other processes that a key changed, so their caches drop it.
+
+    Delivery is best effort: a lost announcement is bounded by the cache TTL.
+    Implementations never block for long and never start threads.
+    """
+
+    def publish(self, key_id: str) -> None:
+        """Announce that ``key_id`` was revoked or changed.
+
+        Raises:
+            StorageError: The announcement could not be sent.
+        """
+        ...
+
+    def poll(self) -> Collection[str] | None:
+        """Return the key_ids announced since the last poll, without waiting.
+
+        ``None`` means announcements may have been missed (the subscription
+        started, failed or was re-established): the caller must drop every
+        cached record.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+@runtime_checkable
+class AsyncRevocationBroadcast(Protocol):
+    """**Protocol**: :class:`RevocationBroadcast` for async apps."""
+
+    async def apublish(self, key_id: str) -> None:
+        """See :meth:`RevocationBroadcast.publish`."""
+        ...
+
+    async def apoll(self) -> Collection[str] | None:
+        """See :meth:`RevocationBroadcast.poll`."""
+        ...
+
+    async def aclose(self) -> None:
+        """See :meth:`RevocationBroadcast.close`."""
         ...

@@ -1,0 +1,428 @@
+"""Key lifecycle and verification, run through both the sync and the async manager."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from keyguard import (
+    AsyncKeyManager,
+    Denial,
+    DenialReason,
+    DuplicateKeyError,
+    HmacSecretHasher,
+    KeyFormat,
+    KeyManager,
+    KeyNotFoundError,
+    PasslibHasher,
+    Policy,
+    Principal,
+)
+from keyguard.stores import MemoryKeyStore
+from keyguard.testing import FakeClock
+
+
+class SyncFacade:
+    """Runs an AsyncKeyManager's coroutines to completion, so one test serves both."""
+
+    def __init__(self, manager: AsyncKeyManager) -> None:
+        self._manager = manager
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._manager, name)
+        if not asyncio.iscoroutinefunction(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return asyncio.run(attr(*args, **kwargs))
+
+        return call
+
+
+@dataclass
+class Env:
+    manager: Any  # KeyManager, or SyncFacade over AsyncKeyManager
+    store: MemoryKeyStore
+    clock: FakeClock
+
+
+class CountingStore(MemoryKeyStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+        self.fail: Exception | None = None
+
+    def get(self, key_id: str) -> Any:
+        self.gets += 1
+        if self.fail is not None:
+            raise self.fail
+        return super().get(key_id)
+
+
+class CountingHasher(HmacSecretHasher):
+    def __init__(self) -> None:
+        super().__init__()
+        self.verifies = 0
+
+    def verify(self, secret: str, stored: str) -> bool:
+        self.verifies += 1
+        return super().verify(secret, stored)
+
+
+Factory = Callable[..., Env]
+
+
+@pytest.fixture(params=["sync", "async"])
+def make(request: pytest.FixtureRequest) -> Factory:
+    def factory(**options: Any) -> Env:
+        store = options.pop("store", None) or CountingStore()
+        clock = options.pop("clock", None) or FakeClock()
+        if request.param == "sync":
+            manager: Any = KeyManager(store, clock=clock, **options)
+        else:
+            manager = SyncFacade(AsyncKeyManager(store, clock=clock, **options))
+        return Env(manager, store, clock)
+
+    return factory
+
+
+def test_create_returns_token_once_and_stores_only_a_hash(make: Factory) -> None:
+    env = make()
+    issued = env.manager.create("acme", "deploy", scopes=["billing:read"])
+    assert issued.token.startswith("sk_live_")
+    assert issued.token not in repr(issued)
+    secret = issued.token[21:53]
+    stored = env.store.get(issued.key_id)
+    assert stored is not None
+    assert stored == issued.record
+    assert secret not in repr(stored)
+    assert stored.secret_hash not in repr(stored)
+    assert secret not in stored.secret_hash
+    assert stored.owner == "acme"
+    assert stored.scopes == {"billing:read"}
+    assert stored.created_at == env.clock.now()
+
+
+def test_authenticate_returns_principal(make: Factory) -> None:
+    env = make()
+    issued = env.manager.create("acme", "deploy", scopes=["a", "b"], metadata={"tier": "gold"})
+    principal = env.manager.authenticate(issued.token, required_scopes=["a"])
+    assert isinstance(principal, Principal)
+    assert principal.key_id == issued.key_id
+    assert principal.owner == "acme"
+    assert principal.scopes == {"a", "b"}
+    assert principal.metadata == {"tier": "gold"}
+    assert principal.is_authenticated
+    assert principal.display_name == "acme"
+    assert principal.identity == issued.key_id
+
+
+def test_unknown_key_and_wrong_secret_look_the_same_and_cost_the_same(make: Factory) -> None:
+    hasher = CountingHasher()
+    env = make(hasher=hasher)
+    issued = env.manager.create("acme")
+    other = make().manager.create("acme").token  # valid shape, unknown key_id
+    wrong_secret = _with_secret(issued.token, "A" * 32)
+
+    hasher.verifies = 0
+    unknown = env.manager.authenticate(other)
+    unknown_work = hasher.verifies
+    hasher.verifies = 0
+    wrong = env.manager.authenticate(wrong_secret)
+    assert unknown_work == hasher.verifies == 1
+    assert isinstance(unknown, Denial)
+    assert isinstance(wrong, Denial)
+    assert unknown.reason is DenialReason.UNKNOWN_KEY
+    assert wrong.reason is DenialReason.WRONG_SECRET
+    assert unknown.detail == wrong.detail
+
+
+def _with_secret(token: str, secret: str) -> str:
+    from keyguard import checksum
+
+    body = token[:21] + secret
+    return body + checksum(body)
+
+
+def test_malformed_token_never_touches_the_store(make: Factory) -> None:
+    env = make()
+    issued = env.manager.create("acme")
+    denial = env.manager.authenticate(issued.token[:-1] + "0")
+    assert isinstance(denial, Denial)
+    assert denial.reason is DenialReason.MALFORMED_KEY
+    assert "checksum" in denial.detail
+    assert issued.token not in denial.detail
+    assert env.store.gets == 0
+
+
+def test_revoke_is_immediate_and_idempotent(make: Factory) -> None:
+    env = make()
+    issued = env.manager.create("acme")
+    record = env.manager.revoke(issued.key_id)
+    assert record.revoked_at == env.clock.now()
+    denial = env.manager.authenticate(issued.token)
+    assert isinstance(denial, Denial)
+    assert denial.reason is DenialReason.REVOKED
+    env.clock.advance(10)
+    again = env.manager.revoke(issued.key_id)
+    assert again.revoked_at == record.revoked_at
+    with pytest.raises(KeyNotFoundError):
+        env.manager.revoke("AAAAAAAAAAAA")
+
+
+def test_revoked_or_expired_is_only_reported_after_the_secret_verifies(make: Factory) -> None:
+    env = make()
+    revoked = env.manager.create("acme")
+    expired = env.manager.create("acme", expires_in=timedelta(minutes=1))
+    env.manager.revoke(revoked.key_id)
+    env.clock.advance(61)
+    for token in (revoked.token, expired.token):
+        denial = env.manager.authenticate(_with_secret(token, "B" * 32))
+        assert isinstance(denial, Denial)
+        assert denial.reason is DenialReason.WRONG_SECRET
+    denial = env.manager.authenticate(expired.token)
+    assert isinstance(denial, Denial)
+    assert denial.reason is DenialReason.EXPIRED
+
+
+def test_expiry_boundary(make: Factory) -> None:
+    env = make()
+    issued = env.manager.create("acme", expires_in=timedelta(hours=1))
+    env.clock.advance(3599)
+    assert isinstance(env.manager.authenticate(issued.token), Principal)
+    env.clock.advance(1)
+    denial = env.manager.authenticate(issued.token)
+    assert isinstance(denial, Denial)
+    assert denial.reason is DenialReason.EXPIRED
+
+
+def test_rotate_with_grace(make: Factory) -> None:
+    env = make()
+    old = env.manager.create("acme", "ci", scopes=["x"], metadata={"m": 1})
+    new = env.manager.rotate(old.key_id, grace=timedelta(minutes=10))
+    assert new.key_id != old.key_id
+    assert (new.record.owner, new.record.name, new.record.scopes) == ("acme", "ci", {"x"})
+    assert new.record.metadata == {"m": 1}
+    assert env.manager.get(old.key_id).replaced_by == new.key_id
+    assert isinstance(env.manager.authenticate(old.token), Principal)
+    assert isinstance(env.manager.authenticate(new.token), Principal)
+    env.clock.advance(600)
+    denial = env.manager.authenticate(old.token)
+    assert isinstance(denial, Denial)
+    assert denial.reason is DenialReason.EXPIRED
+    assert isinstance(env.manager.authenticate(new.token), Principal)
+
+
+def test_rotate_without_grace_and_of_dead_keys(make: Factory) -> None:
+    env = make()
+    old = env.manager.create("acme")
+    env.manager.rotate(old.key_id, grace=timedelta(0))
+    denial = env.manager.authenticate(old.token)
+    assert isinstance(denial, Denial)
+    assert denial.reason is DenialReason.EXPIRED
+    with pytest.raises(ValueError, match="expired"):
+        env.manager.rotate(old.key_id)
+    with pytest.raises(KeyNotFoundError):
+        env.manager.rotate("AAAAAAAAAAAA")
+
+
+def test_rotate_never_extends_an_earlier_expiry(make: Factory) -> None:
+    env = make()
+    old = env.manager.create("acme", expires_in=timedelta(minutes=5))
+    env.manager.rotate(old.key_id, grace=timedelta(hours=1))
+    assert env.manager.get(old.key_id).expires_at == env.clock.now() + timedelta(minutes=5)
+
+
+def test_update_scopes_and_metadata(make: Factory) -> None:
+    env = make()
+    issued = env.manager.create("acme", scopes=["read"])
+    denial = env.manager.authenticate(issued.token, required_scopes=["write"])
+    assert isinstance(denial, Denial)
+    assert denial.reason is DenialReason.INSUFFICIENT_SCOPE
+    assert denial.missing_scopes == {"write"}
+    record = env.manager.update(issued.key_id, scopes=["read", "write"], metadata={"a": 1})
+    assert record.scopes == {"read", "write"}
+    assert record.metadata == {"a": 1}
+    assert record.owner == "acme"
+    assert isinstance(env.manager.authenticate(issued.token, required_scopes=["write"]), Principal)
+    with pytest.raises(KeyNotFoundError):
+        env.manager.update("AAAAAAAAAAAA", name="x")
+
+
+def test_list_and_get(make: Factory) -> None:
+    env = make()
+    a = env.manager.create("alpha")
+    env.manager.create("beta")
+    assert [r.key_id for r in env.manager.list("alpha")] == [a.key_id]
+    assert len(env.manager.list()) == 2
+    assert env.manager.get(a.key_id) == a.record
+    with pytest.raises(KeyNotFoundError):
+        env.manager.get("nope")
+
+
+def test_required_environment_refuses_before_lookup(make: Factory) -> None:
+    env = make(environment="live")
+    test_key = env.manager.create("acme", environment="test")
+    live_key = env.manager.create("acme", environment="live")
+    env.store.gets = 0
+    denial = env.manager.authenticate(test_key.token)
+    assert isinstance(denial, Denial)
+    assert denial.reason is DenialReason.WRONG_ENVIRONMENT
+    assert env.store.gets == 0
+    assert isinstance(env.manager.authenticate(live_key.token), Principal)
+
+
+def test_token_environment_must_match_the_record(make: Factory) -> None:
+    env = make()
+    issued = env.manager.create("acme", environment="test")
+    forged = issued.token.replace("sk_test_", "sk_live_")
+    body = forged[:-6]
+    from keyguard import checksum
+
+    denial = env.manager.authenticate(body + checksum(body))
+    assert isinstance(denial, Denial)
+    assert denial.reason is DenialReason.WRONG_ENVIRONMENT
+
+
+def test_store_failure_is_a_denial_not_an_exception(make: Factory) -> None:
+    env = make()
+    issued = env.manager.create("acme")
+    assert isinstance(env.store, CountingStore)
+    env.store.fail = ConnectionError("db down: password=hunter2")
+    denial = env.manager.authenticate(issued.token)
+    assert isinstance(denial, Denial)
+    assert denial.reason is DenialReason.STORE_UNAVAILABLE
+    assert denial.retry_after is not None
+    assert "hunter2" not in denial.detail
+
+
+def test_create_validation(make: Factory) -> None:
+    env = make()
+    with pytest.raises(ValueError, match="owner"):
+        env.manager.create("")
+    with pytest.raises(TypeError, match="scopes"):
+        env.manager.create("acme", scopes="billing:read")
+    with pytest.raises(ValueError, match="scope"):
+        env.manager.create("acme", scopes=["has space"])
+    with pytest.raises(ValueError, match="environment"):
+        env.manager.create("acme", environment="prod")
+    with pytest.raises(ValueError, match="not both"):
+        env.manager.create("acme", expires_in=timedelta(1), expires_at=env.clock.now())
+    with pytest.raises(ValueError, match="positive"):
+        env.manager.create("acme", expires_in=timedelta(0))
+
+
+def test_per_key_rate_limit_is_carried_to_the_principal(make: Factory) -> None:
+    env = make()
+    policy = Policy("per-key", quota=5, window=1)
+    issued = env.manager.create("acme", rate_limit=policy)
+    principal = env.manager.authenticate(issued.token)
+    assert isinstance(principal, Principal)
+    assert principal.rate_limit == policy
+
+
+@pytest.fixture(scope="module")
+def fast_bcrypt() -> PasslibHasher:
+    from passlib.context import CryptContext
+
+    return PasslibHasher(CryptContext(schemes=["bcrypt"], bcrypt__rounds=4))
+
+
+def test_import_bcrypt_key_is_upgraded_on_first_success(
+    make: Factory, fast_bcrypt: PasslibHasher
+) -> None:
+    env = make(legacy_hashers=[fast_bcrypt], key_format=KeyFormat(accept_split_keys=True))
+    secret = "0ldSyst3mSecretValue"
+    record = env.manager.import_key(
+        "legacy01", fast_bcrypt.hash(secret), owner="acme", scopes=["read"]
+    )
+    assert record.secret_hash.startswith("$2b$")
+    denial = env.manager.authenticate("legacy01.wrong")
+    assert isinstance(denial, Denial)
+    assert denial.reason is DenialReason.WRONG_SECRET
+    assert env.manager.get("legacy01").secret_hash.startswith("$2b$")
+    principal = env.manager.authenticate(f"legacy01.{secret}")
+    assert isinstance(principal, Principal)
+    assert principal.scopes == {"read"}
+    upgraded = env.manager.get("legacy01").secret_hash
+    assert upgraded.startswith("sha256$")
+    assert isinstance(env.manager.authenticate(f"legacy01.{secret}"), Principal)
+    with pytest.raises(DuplicateKeyError):
+        env.manager.import_key("legacy01", upgraded, owner="acme")
+
+
+def test_verified_cache_spares_the_slow_hash(make: Factory, fast_bcrypt: PasslibHasher) -> None:
+    calls = []
+
+    class Spy(PasslibHasher):
+        def verify(self, secret: str, stored: str) -> bool:
+            calls.append(stored)
+            return super().verify(secret, stored)
+
+    spy = Spy(fast_bcrypt._context)
+    env = make(
+        legacy_hashers=[spy],
+        upgrade_hashes=False,
+        key_format=KeyFormat(accept_split_keys=True),
+    )
+    env.manager.import_key("legacy02", spy.hash("s3cret"), owner="acme")
+    for _ in range(3):
+        assert isinstance(env.manager.authenticate("legacy02.s3cret"), Principal)
+    assert len(calls) == 1
+    assert isinstance(env.manager.authenticate("legacy02.wrong"), Denial)
+    env.manager.revoke("legacy02")
+    denial = env.manager.authenticate("legacy02.s3cret")
+    assert isinstance(denial, Denial)
+    assert denial.reason is DenialReason.REVOKED
+    assert len(calls) == 3, "revoke must drop the cached verification"
+
+
+def test_import_validation(make: Factory) -> None:
+    env = make()
+    with pytest.raises(ValueError, match="hasher"):
+        env.manager.import_key("legacy03", "$2b$12$" + "a" * 53, owner="acme")
+    with pytest.raises(ValueError, match="key_id"):
+        env.manager.import_key("bad id", "sha256$" + "0" * 64, owner="acme")
+
+
+def test_unknown_stored_hash_format_is_a_wrong_secret(
+    make: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = make()
+    issued = env.manager.create("acme")
+    env.store.update(issued.key_id, _changes(secret_hash="md5$abcdef"))
+    denial = env.manager.authenticate(issued.token)
+    assert isinstance(denial, Denial)
+    assert denial.reason is DenialReason.WRONG_SECRET
+    assert issued.key_id in caplog.text
+    assert issued.token not in caplog.text
+
+
+def _changes(**kwargs: Any) -> Any:
+    from keyguard import KeyChanges
+
+    return KeyChanges(**kwargs)
+
+
+def test_peppered_hash_upgrade_on_verify(make: Factory) -> None:
+    store = CountingStore()
+    old = KeyManager(store, hasher=HmacSecretHasher({"v1": b"1" * 32}))
+    issued = old.create("acme")
+    env = make(
+        store=store, hasher=HmacSecretHasher({"v1": b"1" * 32, "v2": b"2" * 32}, current="v2")
+    )
+    assert isinstance(env.manager.authenticate(issued.token), Principal)
+    assert store.get(issued.key_id).secret_hash.startswith("hmac-sha256$v2$")
+
+
+def test_reprs_show_no_secrets() -> None:
+    manager = KeyManager(MemoryKeyStore())
+    issued = manager.create("acme")
+    for obj in (manager, issued, issued.record, manager.store):
+        assert issued.token not in repr(obj)
+        assert issued.record.secret_hash not in repr(obj)
