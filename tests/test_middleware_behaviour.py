@@ -45,6 +45,18 @@ class BrokenStore(MemoryKeyStore):
         raise ConnectionRefusedError("connection to the database was lost")
 
 
+class CountingStore(MemoryKeyStore):
+    """The memory store, counting the last-used batches written to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.touches: list[dict[str, datetime]] = []
+
+    def touch(self, last_used: Mapping[str, datetime]) -> None:
+        self.touches.append(dict(last_used))
+        super().touch(last_used)
+
+
 def _asgi_app(seen: Seen) -> Any:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         seen.principal = scope.get("keyguard.principal", "absent")
@@ -247,6 +259,25 @@ async def test_wrong_environment_is_refused_before_any_lookup(h: Harness) -> Non
     )
     assert reply.status == 401
     assert reply.json()["detail"] == "this API accepts only 'live' keys"
+
+
+@pytest.mark.anyio
+async def test_last_used_is_written_behind_not_on_every_request(h: Harness) -> None:
+    store = CountingStore()
+    issued = KeyManager(store, clock=h.clock).create("acme")
+    call = h.build(store=store)
+    for _ in range(5):
+        assert (await call(with_key(issued.token))).status == 200
+    assert len(store.touches) == 1  # the first use is written at once, then batched
+    first_use = h.clock.now()
+    h.clock.advance(61)
+    for _ in range(3):
+        assert (await call(with_key(issued.token))).status == 200
+    assert len(store.touches) == 2
+    record = store.get(issued.key_id)
+    assert record is not None
+    assert record.last_used_at is not None
+    assert record.last_used_at > first_use
 
 
 def test_environment_must_be_one_of_the_key_format(h: Harness) -> None:

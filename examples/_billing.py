@@ -1,0 +1,62 @@
+"""What the two example apps share: configuration from the environment, and the invoices.
+
+Both apps read the same variables, so that a key made with ``keyguard keys create``
+works against either:
+
+- ``KEYGUARD_DATABASE_URL``: the key store (default ``sqlite:///keyguard.db``, the
+  file the CLI uses too); the table is created if it is missing.
+- ``KEYGUARD_PEPPERS``: the server-side pepper(s) of the secret hashes, as for the CLI.
+- ``KEYGUARD_REDIS_URL``: when set, revocations made with the CLI reach the
+  apps' lookup cache at once (Redis pub/sub).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+from keyguard import HmacSecretHasher
+from keyguard.cli import hasher_from_environment
+from keyguard.stores.cached import CachedKeyStore
+from keyguard.stores.redis_broadcast import RedisRevocationBroadcast
+from keyguard.stores.sql import SQLKeyStore, default_database_url
+
+#: Paths served without a key.
+PUBLIC_PATHS = ("/health",)
+
+
+def key_store() -> CachedKeyStore:
+    """The SQL key store named by the environment, behind a short-lived lookup cache."""
+    store = SQLKeyStore(default_database_url())
+    store.create_schema()
+    return CachedKeyStore(store, broadcast=RedisRevocationBroadcast.from_environment())
+
+
+def hasher() -> HmacSecretHasher:
+    """The hasher the CLI uses: peppered from ``KEYGUARD_PEPPERS`` when it is set."""
+    return hasher_from_environment()
+
+
+class InvoiceBook:
+    """Invoices per owner, in memory: the example's stand-in for a database."""
+
+    def __init__(self) -> None:
+        self._invoices: dict[str, list[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def list(self, owner: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._invoices.get(owner, []))
+
+    def create(self, owner: str, customer: str, amount_cents: int, key_id: str) -> dict[str, Any]:
+        with self._lock:
+            invoice = {
+                "id": next(self._ids),
+                "customer": customer,
+                "amount_cents": amount_cents,
+                "created_by_key": key_id,
+            }
+            self._invoices.setdefault(owner, []).append(invoice)
+            return invoice

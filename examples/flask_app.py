@@ -1,0 +1,58 @@
+"""The billing API on Flask, protected by keyguard.
+
+Run it (from the repository root)::
+
+    flask --app examples.flask_app run
+
+- ``GET /invoices`` needs a key with the scope ``billing:read``
+- ``POST /invoices`` needs ``billing:write``
+- ``GET /health`` is public
+
+The principal of each request is ``flask.g.keyguard_principal``. Make a key
+with ``keyguard keys create --owner acme --scope billing:read``;
+examples/README.md has the whole walkthrough.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, g, request
+
+from examples import _billing
+from keyguard import KeyManager
+from keyguard.integrations.flask import Keyguard, require_scopes
+
+app = Flask(__name__)
+Keyguard(
+    app,
+    KeyManager(_billing.key_store(), hasher=_billing.hasher()),
+    public_paths=_billing.PUBLIC_PATHS,
+)
+book = _billing.InvoiceBook()
+
+
+@app.get("/health")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.get("/invoices")
+@require_scopes("billing:read")
+def list_invoices() -> dict[str, Any]:
+    owner = g.keyguard_principal.owner
+    return {"owner": owner, "invoices": book.list(owner)}
+
+
+@app.post("/invoices")
+@require_scopes("billing:write")
+def create_invoice() -> tuple[dict[str, Any], int]:
+    body = request.get_json(silent=True)
+    customer = body.get("customer") if isinstance(body, dict) else None
+    amount = body.get("amount_cents") if isinstance(body, dict) else None
+    if not isinstance(customer, str) or not customer or len(customer) > 200:
+        return {"detail": "customer must be a non-empty string"}, 422
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        return {"detail": "amount_cents must be a positive whole number"}, 422
+    principal = g.keyguard_principal
+    return book.create(principal.owner, customer, amount, principal.key_id), 201

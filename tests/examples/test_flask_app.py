@@ -1,0 +1,90 @@
+"""The Flask example, driven through wsgiref's validator on both sides of the middleware."""
+
+from __future__ import annotations
+
+import json
+from wsgiref.validate import validator
+
+from keyguard import KeyguardWSGIMiddleware
+from tests._http_drivers import Request, wsgi_call
+from tests.examples.conftest import Load, MakeKey
+
+
+def _validated_app(load_example: Load) -> KeyguardWSGIMiddleware:
+    module = load_example("flask_app")
+    middleware = module.app.wsgi_app
+    assert isinstance(middleware, KeyguardWSGIMiddleware)
+    # A validator between the middleware and Flask, too: the middleware must call
+    # the app as a WSGI server would (and hand a replayed body on as a valid stream).
+    middleware.app = validator(middleware.app)
+    return middleware
+
+
+def _json_post(token: str, body: object) -> Request:
+    return Request(
+        method="POST",
+        headers=[
+            (b"authorization", f"Bearer {token}".encode()),
+            (b"content-type", b"application/json"),
+        ],
+        body=json.dumps(body).encode(),
+    )
+
+
+def test_the_billing_api_under_the_wsgi_validator(load_example: Load, make_key: MakeKey) -> None:
+    app = _validated_app(load_example)
+    reader = make_key("billing:read")
+    writer = make_key("billing:read", "billing:write")
+
+    health = wsgi_call(app, Request(path="/health", scheme="http", client="127.0.0.1"))
+    assert (health.status, json.loads(health.body)) == (200, {"status": "ok"})
+
+    read = [(b"authorization", f"Bearer {reader}".encode())]
+    listed = wsgi_call(app, Request(headers=read))
+    assert (listed.status, json.loads(listed.body)) == (200, {"owner": "acme", "invoices": []})
+
+    refused = wsgi_call(app, _json_post(reader, {"customer": "Initech", "amount_cents": 500}))
+    assert refused.status == 403
+    assert refused.header("www-authenticate") == (
+        'Bearer realm="api", error="insufficient_scope", scope="billing:write"'
+    )
+    assert refused.header("content-type") == "application/problem+json"
+    assert refused.header("cache-control") == "no-store"
+
+    created = wsgi_call(app, _json_post(writer, {"customer": "Initech", "amount_cents": 500}))
+    assert created.status == 201
+    invoice = json.loads(created.body)
+    assert invoice["customer"] == "Initech"
+    again = wsgi_call(app, Request(headers=read))
+    assert json.loads(again.body)["invoices"] == [invoice]
+
+    invalid = wsgi_call(app, _json_post(writer, {"customer": "", "amount_cents": 0}))
+    assert invalid.status == 422
+
+    assert wsgi_call(app, Request()).status == 401
+    in_url = wsgi_call(app, Request(query=f"api_key={reader}".encode()))
+    assert in_url.status == 400
+    in_form = wsgi_call(
+        app,
+        Request(
+            method="POST",
+            headers=[(b"content-type", b"application/x-www-form-urlencoded")],
+            body=f"access_token={reader}".encode(),
+        ),
+    )
+    assert in_form.status == 400
+    head = wsgi_call(app, Request(method="HEAD"))
+    assert (head.status, head.body) == (401, b"")
+
+
+def test_revoking_with_the_cli_takes_effect(load_example: Load, make_key: MakeKey) -> None:
+    from keyguard import cli
+
+    app = _validated_app(load_example)
+    token = make_key("billing:read")
+    headers = [(b"authorization", f"Bearer {token}".encode())]
+    assert wsgi_call(app, Request(headers=headers)).status == 200
+    assert cli.main(["keys", "revoke", token.split("_")[2]]) == 0
+    # The app's lookup cache trusts a record for at most its TTL; a fresh app sees it at once.
+    fresh = _validated_app(load_example)
+    assert wsgi_call(fresh, Request(headers=headers)).status == 401

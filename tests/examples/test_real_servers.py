@@ -1,0 +1,114 @@
+"""Each example behind a real server in a subprocess: uvicorn (ASGI) and waitress (WSGI)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.examples.conftest import MakeKey
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SERVERS = {
+    "uvicorn": lambda port: [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "examples.fastapi_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ],
+    "waitress": lambda port: [
+        sys.executable,
+        "-m",
+        "waitress",
+        f"--listen=127.0.0.1:{port}",
+        "examples.flask_app:app",
+    ],
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def server(request: pytest.FixtureRequest, database_url: str) -> Iterator[str]:
+    port = _free_port()
+    process = subprocess.Popen(
+        SERVERS[request.param](port),
+        cwd=ROOT,
+        env={**os.environ, "KEYGUARD_DATABASE_URL": database_url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(base + "/health", timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    output = process.stdout.read().decode() if process.stdout else ""
+                    pytest.fail(f"{request.param} did not start:\n{output}")
+                time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            process.kill()
+            process.wait()
+        if process.stdout:
+            process.stdout.close()
+
+
+@pytest.mark.slow
+def test_the_billing_api_over_http(server: str, make_key: MakeKey) -> None:
+    reader = make_key("billing:read")
+    writer = make_key("billing:read", "billing:write")
+    with httpx.Client(base_url=server, timeout=10) as client:
+        assert client.get("/health").json() == {"status": "ok"}
+        auth = {"Authorization": f"Bearer {reader}"}
+        assert client.get("/invoices", headers=auth).json() == {"owner": "acme", "invoices": []}
+
+        missing = client.get("/invoices")
+        assert missing.status_code == 401
+        assert missing.headers["www-authenticate"] == 'Bearer realm="api"'
+        assert missing.headers["cache-control"] == "no-store"
+        assert missing.headers["content-type"] == "application/problem+json"
+
+        refused = client.post("/invoices", headers=auth, json={"customer": "x", "amount_cents": 1})
+        assert refused.status_code == 403
+        created = client.post(
+            "/invoices",
+            headers={"Authorization": f"Bearer {writer}"},
+            json={"customer": "x", "amount_cents": 1},
+        )
+        assert created.status_code == 201
+
+        assert client.get("/invoices", params={"api_key": reader}).status_code == 400
+        twice = client.get("/invoices", headers=[("Authorization", f"Bearer {reader}")] * 2)
+        assert twice.status_code == 400
+        assert "exactly one Authorization header" in twice.json()["detail"]
+        wrong = client.get("/invoices", headers={"Authorization": f"Bearer {reader[:-1]}x"})
+        assert wrong.status_code == 401
+        assert wrong.headers["www-authenticate"] == 'Bearer realm="api", error="invalid_token"'
