@@ -134,6 +134,17 @@ def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO
 
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    if args.tour:
+        return _demo_tour(args, out, err, stdin)
+    from ._demo import DemoError, run_demo  # noqa: PLC0415 (only the demo needs it)
+
+    try:
+        return run_demo(out, port=args.port, check=args.check)
+    except DemoError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _demo_tour(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
     from ._flow import Denial  # noqa: PLC0415 (only the tour needs it)
     from ._manager import KeyManager  # noqa: PLC0415
     from .stores.memory import MemoryKeyStore  # noqa: PLC0415
@@ -572,7 +583,16 @@ def build_parser() -> argparse.ArgumentParser:
     hsh.add_argument("token", help="the key, or - to read it from standard input")
     hsh.set_defaults(handler=_cmd_check)
     _add_store_commands(sub)
-    demo = sub.add_parser("demo", help="a short tour of keys, checks and denials")
+    demo = sub.add_parser(
+        "demo", help="run the FastAPI example on localhost with a live key and curl lines"
+    )
+    demo.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
+    demo.add_argument(
+        "--check", action="store_true", help="make the requests, print the answers, and exit"
+    )
+    demo.add_argument(
+        "--tour", action="store_true", help="instead, a short offline tour of keys and denials"
+    )
     demo.set_defaults(handler=_cmd_demo)
     return parser
 

@@ -1,0 +1,215 @@
+"""``keyguard demo``: the FastAPI example on localhost, a live key, and curl lines to try.
+
+The demo runs ``examples/fastapi_app.py`` of a source checkout (it is not part
+of the installed package) on 127.0.0.1, over a key store in a temporary
+directory that is deleted when the demo stops. ``--check`` makes the requests
+the curl lines show, prints what came back, and exits: 0 when each status was
+the expected one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["DemoError", "run_demo"]
+
+_HOST = "127.0.0.1"
+_SCOPE = "billing:read"
+_INVOICE = '{"customer": "Initech", "amount_cents": 1200}'
+
+
+class DemoError(Exception):
+    """The demo cannot run; the message says what to install or where to run it."""
+
+
+def _examples_root() -> Path:
+    """The directory that holds ``examples/fastapi_app.py``: the working directory or the
+    checkout this package was installed from (editable installs)."""
+    candidates = [Path.cwd(), Path(__file__).resolve().parents[2]]
+    for root in candidates:
+        if (root / "examples" / "fastapi_app.py").is_file():
+            return root
+    raise DemoError(
+        "keyguard demo runs examples/fastapi_app.py of a source checkout: run it from the "
+        "repository root (make demo)"
+    )
+
+
+def _bind(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((_HOST, port))
+    except OSError as exc:
+        sock.close()
+        raise DemoError(f"cannot listen on {_HOST}:{port} ({exc}); try --port 0") from None
+    return sock
+
+
+def _commands(base: str, token: str) -> list[tuple[int, str, str, str]]:
+    """(expected status, what it shows, curl line, request spec) for each step."""
+    auth = f'-H "Authorization: Bearer {token}"'
+    return [
+        (200, "the key works", f"curl -i {base}/invoices {auth}", "GET /invoices auth"),
+        (401, "no key", f"curl -i {base}/invoices", "GET /invoices"),
+        (
+            403,
+            f"the key has {_SCOPE} but not billing:write",
+            f"curl -i -X POST {base}/invoices {auth} -H 'Content-Type: application/json' "
+            f"-d '{_INVOICE}'",
+            "POST /invoices auth",
+        ),
+        (
+            400,
+            "a key in the URL is refused",
+            f'curl -i "{base}/invoices?api_key={token}"',
+            "GET /invoices?api_key=TOKEN",
+        ),
+    ]
+
+
+def _request(base: str, spec: str, token: str) -> tuple[int, str]:
+    method, path, *flags = spec.split()
+    request = urllib.request.Request(  # noqa: S310 (a fixed http://127.0.0.1 URL)
+        base + path.replace("TOKEN", token), method=method
+    )
+    if "auth" in flags:
+        request.add_header("Authorization", f"Bearer {token}")
+    if method == "POST":
+        request.add_header("Content-Type", "application/json")
+        request.data = _INVOICE.encode()
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read().decode()
+
+
+@contextmanager
+def _environment(database_url: str) -> Iterator[None]:
+    previous = os.environ.get("KEYGUARD_DATABASE_URL")
+    os.environ["KEYGUARD_DATABASE_URL"] = database_url
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("KEYGUARD_DATABASE_URL", None)
+        else:
+            os.environ["KEYGUARD_DATABASE_URL"] = previous
+
+
+def _load_app(root: Path) -> Any:
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    sys.modules.pop("examples.fastapi_app", None)
+    return importlib.import_module("examples.fastapi_app").app
+
+
+def _create_key(database_url: str) -> str:
+    from ._manager import KeyManager  # noqa: PLC0415 (the demo's own imports stay lazy)
+    from .cli import hasher_from_environment  # noqa: PLC0415
+    from .stores.sql import SQLKeyStore  # noqa: PLC0415
+
+    manager = KeyManager(
+        SQLKeyStore(database_url), hasher=hasher_from_environment(), last_used=None
+    )
+    try:
+        return manager.create("demo", "keyguard demo", scopes=[_SCOPE]).token
+    finally:
+        manager.close()
+
+
+def run_demo(out: TextIO, *, port: int = 8000, check: bool = False) -> int:
+    """Serve the example until interrupted (or, with ``check``, test it and stop).
+
+    Raises:
+        DemoError: The example, uvicorn or FastAPI is missing, or the port is taken.
+    """
+    root = _examples_root()
+    try:
+        import uvicorn  # noqa: PLC0415 (optional: the demo extra)
+    except ImportError:
+        raise DemoError("keyguard demo needs uvicorn: pip install 'keyguard[demo]'") from None
+    sock = _bind(port)
+    try:
+        with tempfile.TemporaryDirectory(prefix="keyguard-demo-") as directory:
+            database_url = f"sqlite:///{Path(directory) / 'keyguard.db'}"
+            with _environment(database_url):
+                return _serve(uvicorn, root, sock, database_url, out, check=check)
+    finally:
+        sock.close()
+
+
+def _serve(
+    uvicorn: Any, root: Path, sock: socket.socket, database_url: str, out: TextIO, *, check: bool
+) -> int:
+    try:
+        app = _load_app(root)
+    except ImportError as exc:
+        raise DemoError(f"the example app needs {exc.name}: pip install 'keyguard[demo]'") from None
+    token = _create_key(database_url)
+    base = f"http://{_HOST}:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    steps = _commands(base, token)
+    out.write(
+        f"keyguard demo: the billing API of examples/fastapi_app.py runs on {base}\n"
+        f"key store: {database_url} (deleted when the demo stops)\n\n"
+        f"A live key for owner 'demo' with the scope {_SCOPE}, shown once:\n\n"
+        f"    {token}\n\n"
+    )
+    for status, label, line, _ in steps:
+        out.write(f"{status}: {label}\n    {line}\n\n")
+    out.write(f"Swagger UI: {base}/docs (Authorize takes the key)\n")
+    if not check:
+        out.write("Press Ctrl+C to stop.\n")
+        out.flush()
+        server.run(sockets=[sock])
+        return 0
+    out.flush()
+    return _check(server, sock, base, token, steps, out)
+
+
+def _check(
+    server: Any,
+    sock: socket.socket,
+    base: str,
+    token: str,
+    steps: list[tuple[int, str, str, str]],
+    out: TextIO,
+) -> int:
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            out.write("check: the server did not start\n")
+            return 1
+        time.sleep(0.05)
+    failures = 0
+    try:
+        out.write("\nchecking each line:\n")
+        for expected, label, _, spec in steps:
+            status, body = _request(base, spec, token)
+            detail = json.loads(body).get("detail", "") if status >= 400 else body
+            verdict = "ok" if status == expected else f"FAILED, expected {expected}"
+            failures += status != expected
+            out.write(f"  {status} {label}: {verdict}\n      {str(detail)[:100]}\n")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    out.write("all as expected\n" if not failures else f"{failures} unexpected\n")
+    return 1 if failures else 0
