@@ -128,9 +128,13 @@ class KeyguardMiddleware:
                 content_type = value
         targets = self._targets
         reader = None
-        if content_type is not None and kind == "http":
+        body_type = None
+        # The flow reads a body only when no credential header came (to find a key in it).
+        no_credential = authorization is None and api_key is None
+        if content_type is not None and no_credential and kind == "http":
             reader = _BodyReader(receive)
             targets = {**targets, "body": reader}
+            body_type = content_type.decode("latin-1")
         client = scope.get("client")
         host: str | None = client[0] if client else None
         query: bytes = scope.get("query_string", b"")
@@ -144,7 +148,7 @@ class KeyguardMiddleware:
                 authorization=None if authorization is None else authorization.decode("latin-1"),
                 api_key=None if api_key is None else api_key.decode("latin-1"),
                 query_string=query.decode("latin-1") if query else "",
-                content_type=None if content_type is None else content_type.decode("latin-1"),
+                content_type=body_type,
             ),
             targets,
         )

@@ -98,10 +98,15 @@ class KeyguardWSGIMiddleware:
         if self.options.is_public(path):
             environ[PRINCIPAL_ENVIRON_KEY] = None
             return self.app(environ, start_response)
-        content_type: str | None = environ.get("CONTENT_TYPE") or None
+        authorization: str | None = environ.get("HTTP_AUTHORIZATION")
+        api_key: str | None = environ.get(self._api_key_key) if self._api_key_key else None
+        content_type: str | None = None
         targets = self._targets
-        if content_type is not None:
-            targets = {**targets, "body": _BodyReader(environ)}
+        # The flow reads a body only when no credential header came (to find a key in it).
+        if authorization is None and api_key is None:
+            content_type = environ.get("CONTENT_TYPE") or None
+            if content_type is not None:
+                targets = {**targets, "body": _BodyReader(environ)}
         client: str | None = environ.get("REMOTE_ADDR") or None
         result = drive_sync(
             request_flow(
@@ -110,8 +115,8 @@ class KeyguardWSGIMiddleware:
                 self._environment,
                 scheme=environ.get("wsgi.url_scheme", "http"),
                 client=client,
-                authorization=environ.get("HTTP_AUTHORIZATION"),
-                api_key=environ.get(self._api_key_key) if self._api_key_key else None,
+                authorization=authorization,
+                api_key=api_key,
                 query_string=environ.get("QUERY_STRING", ""),
                 content_type=content_type,
             ),
