@@ -240,3 +240,21 @@ def test_no_framework_import_in_the_core_or_the_middleware() -> None:
 @pytest.mark.parametrize("module", ["asgi.py", "wsgi.py"])
 def test_middleware_modules_stay_thin(module: str) -> None:
     assert len((SRC / module).read_text().splitlines()) < 250
+
+
+def test_middleware_modules_export_what_they_define() -> None:
+    import keyguard.asgi
+    import keyguard.integrations.fastapi
+    import keyguard.integrations.flask
+    import keyguard.wsgi
+
+    for module in (
+        keyguard.asgi,
+        keyguard.wsgi,
+        keyguard.integrations.fastapi,
+        keyguard.integrations.flask,
+    ):
+        names = module.__all__
+        assert names == sorted(names, key=lambda n: (not n.isupper(), not n[0].isupper(), n))
+        for name in names:
+            assert hasattr(module, name), name
