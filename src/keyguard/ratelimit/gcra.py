@@ -1,0 +1,180 @@
+"""GCRA, the generic cell rate algorithm, as pure integer math shared by every backend.
+
+A policy of ``quota`` requests per ``window`` with ``burst`` ``b`` admits a
+request of cost ``n`` at time ``now`` when the client's *theoretical arrival
+time* (TAT) is not too far ahead::
+
+    T        = window / quota               the emission interval
+    backlog  = max(TAT - now, 0)            how far the client is ahead of its rate
+    admitted   iff  backlog + n*T <= b*T
+    then       TAT' = now + backlog + n*T   (nothing changes when refused)
+
+So an idle client may send ``b`` requests back to back, after which one
+request is admitted every ``T``: the sustained rate is ``quota / window``.
+In any span of ``d`` seconds, at most ``b + d / T`` requests are admitted.
+
+Everything is counted in integers so that every backend (Python here, Lua in
+Redis) decides exactly alike, without rounding drift:
+
+- time is whole milliseconds (``now_ms``);
+- a backlog is in *units* of ``1/quota`` ms, so ``T`` is exactly
+  ``window_ms`` units and ``b*T`` is ``capacity = burst * window_ms`` units;
+- the stored state is the TAT as ``(tat_ms, tat_frac)``, meaning
+  ``tat_ms + tat_frac / quota`` ms. Absolute time stays in milliseconds, so
+  the numbers fit the 53 bits Lua can count exactly (a policy is limited to
+  ``capacity < 2**50``, checked by :class:`~keyguard.ratelimit.Policy`).
+
+A stored TAT further ahead than the policy allows (the policy was made
+stricter under the same name, or the clock stepped back) counts as a full
+burst, never more: the client then waits at most ``burst * T``.
+
+The Lua script in :mod:`keyguard.ratelimit.redis` is a line-by-line
+transcription of :func:`check` below; the test suite runs both on the same
+request schedules and requires identical answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from ._policy import Policy
+
+__all__ = ["Outcome", "Params", "backlog", "check", "check_one", "cost_error", "params"]
+
+
+class Params(NamedTuple):
+    """A policy as the math sees it (all integers)."""
+
+    name: str
+    quota: int
+    window_ms: int
+    capacity: int
+    """``burst * window_ms``: the largest backlog, in units of ``1/quota`` ms."""
+
+
+class Outcome(NamedTuple):
+    """What :func:`check` decided, per policy in the order given.
+
+    ``tats`` holds the new stored states when ``allowed``; it is empty when
+    nothing is to be written: the request was refused (a refused request
+    consumes nothing) or its cost was 0.
+    """
+
+    allowed: bool
+    retry_ms: int
+    remaining: list[int]
+    reset_ms: list[int]
+    tats: list[tuple[int, int]]
+
+
+def params(policy: Policy) -> Params:
+    """The integers :func:`check` needs for ``policy``."""
+    window_ms = policy.window_ms
+    return Params(policy.name, policy.quota, window_ms, policy.effective_burst * window_ms)
+
+
+def backlog(tat: tuple[int, int] | None, now_ms: int, quota: int, capacity: int) -> int:
+    """How far the stored TAT is ahead of ``now_ms``, in units, within ``[0, capacity]``."""
+    if tat is None:
+        return 0
+    tat_ms, tat_frac = tat
+    if tat_ms < now_ms:
+        return 0
+    ahead = (tat_ms - now_ms) * quota + min(tat_frac, quota - 1)
+    return capacity if ahead > capacity else ahead
+
+
+def cost_error(cost: int, policy: Params) -> ValueError:
+    """The error for a ``cost`` above the policy's burst, which no wait would ever admit."""
+    return ValueError(
+        f"a request of cost {cost} can never pass policy {policy.name!r} "
+        f"(burst {policy.capacity // policy.window_ms})"
+    )
+
+
+def check_one(
+    now_ms: int, cost: int, policy: Params, tat: tuple[int, int] | None
+) -> tuple[bool, int, int, int, tuple[int, int] | None, int]:
+    """Decide one request of ``cost`` against one policy: the whole of GCRA.
+
+    Args:
+        now_ms: The current time in whole milliseconds (monotonic or Redis TIME).
+        cost: What the request counts for, 0 or more (0 reports the state only).
+        policy: The policy, from :func:`params`.
+        tat: The client's stored state for this policy (None: none yet).
+
+    Returns:
+        ``(allowed, retry_ms, remaining, reset_ms, new_tat, ahead)``: whether
+        the request is admitted; when refused, the ms to wait (rounded up);
+        the requests left; the ms until the full burst is available again
+        (rounded up); the state to store (None when nothing is to be written:
+        refused, or cost 0); and the backlog before this request, in units.
+        A refused request is reported as if it had not been made.
+
+    Raises:
+        ValueError: ``cost`` exceeds the policy's burst: no wait would ever
+            let such a request through.
+    """
+    _, quota, window_ms, capacity = policy
+    need = cost * window_ms
+    if need > capacity:
+        raise cost_error(cost, policy)
+    # backlog(), inlined: this runs on every request.
+    ahead = 0
+    if tat is not None and tat[0] >= now_ms:
+        ahead = (tat[0] - now_ms) * quota + min(tat[1], quota - 1)
+        ahead = min(ahead, capacity)
+    after = ahead + need
+    if after > capacity:
+        return (
+            False,
+            -((capacity - after) // quota),
+            (capacity - ahead) // window_ms,
+            -(-ahead // quota),
+            None,
+            ahead,
+        )
+    return (
+        True,
+        0,
+        (capacity - after) // window_ms,
+        -(-after // quota),
+        (now_ms + after // quota, after % quota) if cost else None,
+        ahead,
+    )
+
+
+def check(
+    now_ms: int, cost: int, policies: Sequence[Params], tats: Sequence[tuple[int, int] | None]
+) -> Outcome:
+    """Decide one request of ``cost`` against every policy at once, all or nothing.
+
+    Each policy is decided by :func:`check_one`. The request is admitted only
+    when every policy admits it; otherwise it consumes nothing anywhere, and
+    must wait for the policy that needs the longest.
+
+    Raises:
+        ValueError: ``cost`` exceeds a policy's burst.
+    """
+    results = []
+    allowed = True
+    for policy, tat in zip(policies, tats, strict=True):
+        result = check_one(now_ms, cost, policy, tat)
+        allowed = allowed and result[0]
+        results.append(result)
+    if allowed:
+        return Outcome(
+            True,
+            0,
+            [r[2] for r in results],
+            [r[3] for r in results],
+            [r[4] for r in results if r[4] is not None],
+        )
+    remaining: list[int] = []
+    reset_ms: list[int] = []
+    for (allowed, _, left, reset, _, ahead), policy in zip(results, policies, strict=True):
+        # A policy that would have admitted reports itself without this request.
+        remaining.append(left + cost if allowed else left)
+        reset_ms.append(-(-ahead // policy.quota) if allowed else reset)
+    return Outcome(False, max(r[1] for r in results), remaining, reset_ms, [])
