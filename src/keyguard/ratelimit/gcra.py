@@ -24,9 +24,10 @@ Redis) decides exactly alike, without rounding drift:
   the numbers fit the 53 bits Lua can count exactly (a policy is limited to
   ``capacity < 2**50``, checked by :class:`~keyguard.ratelimit.Policy`).
 
-A stored TAT further ahead than the policy allows (the policy was made
-stricter under the same name, or the clock stepped back) counts as a full
-burst, never more: the client then waits at most ``burst * T``.
+A stored TAT further ahead than the policy's burst (the policy was made
+stricter under the same name) is kept as it is: the client waits until it
+is back within the burst, as the new policy's ``retry_ms`` says. Its
+``remaining`` is then 0, never negative.
 
 The Lua script in :mod:`keyguard.ratelimit.redis` is a line-by-line
 transcription of :func:`check` below; the test suite runs both on the same
@@ -40,7 +41,7 @@ from typing import NamedTuple
 
 from ._policy import Policy
 
-__all__ = ["Outcome", "Params", "backlog", "check", "check_one", "cost_error", "params"]
+__all__ = ["Outcome", "Params", "check", "check_one", "cost_error", "params"]
 
 
 class Params(NamedTuple):
@@ -72,17 +73,6 @@ def params(policy: Policy) -> Params:
     """The integers :func:`check` needs for ``policy``."""
     window_ms = policy.window_ms
     return Params(policy.name, policy.quota, window_ms, policy.effective_burst * window_ms)
-
-
-def backlog(tat: tuple[int, int] | None, now_ms: int, quota: int, capacity: int) -> int:
-    """How far the stored TAT is ahead of ``now_ms``, in units, within ``[0, capacity]``."""
-    if tat is None:
-        return 0
-    tat_ms, tat_frac = tat
-    if tat_ms < now_ms:
-        return 0
-    ahead = (tat_ms - now_ms) * quota + min(tat_frac, quota - 1)
-    return capacity if ahead > capacity else ahead
 
 
 def cost_error(cost: int, policy: Params) -> ValueError:
@@ -120,17 +110,18 @@ def check_one(
     need = cost * window_ms
     if need > capacity:
         raise cost_error(cost, policy)
-    # backlog(), inlined: this runs on every request.
+    # The backlog: how far the stored TAT is ahead of now, in units (0 when behind).
+    # A fraction stored under a larger quota (the policy changed) is cut to what
+    # this quota can hold: less than 1 ms of difference.
     ahead = 0
     if tat is not None and tat[0] >= now_ms:
         ahead = (tat[0] - now_ms) * quota + min(tat[1], quota - 1)
-        ahead = min(ahead, capacity)
     after = ahead + need
     if after > capacity:
         return (
             False,
             -((capacity - after) // quota),
-            (capacity - ahead) // window_ms,
+            max(0, (capacity - ahead) // window_ms),
             -(-ahead // quota),
             None,
             ahead,

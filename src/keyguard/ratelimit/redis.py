@@ -92,7 +92,6 @@ for i = 1, n do
     tat_frac = tonumber(tat_frac)
     if tat_ms and tat_frac and tat_ms >= now then
       d = (tat_ms - now) * quota[i] + math.min(tat_frac, quota[i] - 1)
-      if d > capacity[i] then d = capacity[i] end
     end
   end
   ahead[i] = d
@@ -106,7 +105,7 @@ local out = {allowed, retry}
 for i = 1, n do
   local used = ahead[i]
   if allowed == 1 then used = after[i] end
-  out[2 * i + 1] = floor_div(capacity[i] - used, window[i])
+  out[2 * i + 1] = math.max(0, floor_div(capacity[i] - used, window[i]))
   out[2 * i + 2] = ceil_div(used, quota[i])
   if allowed == 1 and cost > 0 then
     local whole = floor_div(used, quota[i])
