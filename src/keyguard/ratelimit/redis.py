@@ -283,10 +283,12 @@ class RedisRateLimiter:
         now = self._monotonic()
         if self._failing:
             with self._state_lock:
-                if now < self._retry_at:
-                    return self._degraded(key, policies, cost, now)
-                # This request probes Redis; the others keep the fallback meanwhile.
-                self._retry_at = now + self._next_backoff
+                backing_off = now < self._retry_at
+                if not backing_off:
+                    # This request probes Redis; the others keep the fallback meanwhile.
+                    self._retry_at = now + self._next_backoff
+            if backing_off:
+                return self._degraded(key, policies, cost, now)
         argv: list[str | int] = [
             "" if self._clock is None else int(self._clock() * 1000 + 0.5),
             cost,
