@@ -28,6 +28,13 @@ from ._keys import (
 )
 from ._manager import AsyncKeyManager, KeyManager
 from ._records import UNSET, IssuedKey, KeyChanges, KeyRecord, KeyStatus, Principal
+from .ratelimit import (
+    AsyncRateLimiter,
+    MemoryRateLimiter,
+    PolicyState,
+    RateLimitDecision,
+    RateLimiter,
+)
 from .ratelimit._policy import Policy
 
 __version__ = "0.1.0.dev0"
@@ -36,6 +43,7 @@ __all__ = [
     "DEFAULT_KEY_FORMAT",
     "UNSET",
     "AsyncKeyManager",
+    "AsyncRateLimiter",
     "Clock",
     "Denial",
     "DenialReason",
@@ -51,11 +59,15 @@ __all__ = [
     "KeyStatus",
     "KeyguardError",
     "MalformedKeyError",
+    "MemoryRateLimiter",
     "ParsedKey",
     "PasslibHasher",
     "Policy",
+    "PolicyState",
     "Principal",
     "RateLimitBackendError",
+    "RateLimitDecision",
+    "RateLimiter",
     "SecretHasher",
     "SecretTooLongError",
     "StorageError",

@@ -16,7 +16,7 @@ from .conftest import RedisServer, free_port
 
 pytest.importorskip("redis")
 
-from keyguard.ratelimit.redis import RedisRateLimiter  # noqa: E402
+from keyguard.ratelimit.redis import RedisRateLimiter
 
 POLICY = Policy("default", quota=2, window=60)
 MODES = ["open", "closed", "local"]

@@ -6,11 +6,10 @@ import itertools
 from collections.abc import Iterator, Sequence
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyguard.ratelimit import MemoryRateLimiter, Policy, RateLimitDecision
-from keyguard.ratelimit import gcra
+from keyguard.ratelimit import MemoryRateLimiter, Policy, RateLimitDecision, gcra
 from keyguard.testing import FakeClock
 
 PROPERTIES = settings(max_examples=150, deadline=None)
@@ -148,7 +147,9 @@ def test_check_of_one_policy_is_check_one(data: st.DataObject) -> None:
     cost = data.draw(st.integers(0, policy.capacity // policy.window_ms))
     one = gcra.check_one(now, cost, policy, tat)
     many = gcra.check(now, cost, [policy], [tat])
-    assert many == gcra.Outcome(one[0], one[1], [one[2]], [one[3]], [] if one[4] is None else [one[4]])
+    assert many == gcra.Outcome(
+        one[0], one[1], [one[2]], [one[3]], [] if one[4] is None else [one[4]]
+    )
 
 
 def test_the_documented_bound_is_reached() -> None:
@@ -171,7 +172,9 @@ def test_the_documented_bound_is_reached() -> None:
 )
 def test_params_are_integers(quota: int, window: float, expected_interval_units: int) -> None:
     params = gcra.params(Policy("p", quota=quota, window=window))
-    assert params == gcra.Params("p", quota, expected_interval_units, quota * expected_interval_units)
+    assert params == gcra.Params(
+        "p", quota, expected_interval_units, quota * expected_interval_units
+    )
     assert all(isinstance(v, int) for v in params[1:])
 
 
