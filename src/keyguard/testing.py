@@ -14,6 +14,10 @@ Run the key-store contract against your own store::
 ``AsyncKeyStoreContract`` wants an ``async_store`` fixture and runs under
 ``pytest.mark.anyio``. Each check is written once, as a flow, and driven sync
 or async exactly as keyguard drives its own operations.
+
+``RateLimiterContract`` and ``AsyncRateLimiterContract`` do the same for
+rate limiters (``limiter`` and ``async_limiter`` fixtures, on the ``clock``
+fixture those classes provide).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 
-from ._base import RateLimitDecision
+from ._base import PolicyState, RateLimitDecision
 from ._policy import Policy
 
 __all__ = ["denial_status", "rate_limit_headers", "retry_after_seconds", "sf_string"]
@@ -39,10 +39,18 @@ def sf_string(value: str) -> str:
 
 
 def _policy_item(policy: Policy) -> str:
+    # Policy names are 1 to 64 of [A-Za-z0-9_.:-] (checked by Policy): quoting them
+    # needs no escapes, so sf_string's check is skipped on this per-response path.
     window_ms = policy.window_ms
     if window_ms % 1000:
-        return f"{sf_string(policy.name)};q={policy.quota}"
-    return f"{sf_string(policy.name)};q={policy.quota};w={window_ms // 1000}"
+        return f'"{policy.name}";q={policy.quota}'
+    return f'"{policy.name}";q={policy.quota};w={window_ms // 1000}'
+
+
+def _state_item(state: PolicyState) -> str:
+    reset = state.reset_after
+    whole = int(reset)
+    return f'"{state.policy.name}";r={state.remaining};t={whole if whole == reset else whole + 1}'
 
 
 def retry_after_seconds(seconds: float) -> int:
@@ -81,22 +89,12 @@ def rate_limit_headers(
     """
     headers: list[tuple[str, str]] = []
     states = decision.states
-    if states:
-        if len(states) == 1:
-            state = states[0]
-            policy_field = _policy_item(state.policy)
-            limit_field = (
-                f"{sf_string(state.policy.name)};r={state.remaining};"
-                f"t={math.ceil(state.reset_after)}"
-            )
-        else:
-            policy_field = ", ".join(_policy_item(s.policy) for s in states)
-            limit_field = ", ".join(
-                f"{sf_string(s.policy.name)};r={s.remaining};t={math.ceil(s.reset_after)}"
-                for s in states
-            )
-        headers.append(("RateLimit-Policy", policy_field))
-        headers.append(("RateLimit", limit_field))
+    if len(states) == 1:
+        headers.append(("RateLimit-Policy", _policy_item(states[0].policy)))
+        headers.append(("RateLimit", _state_item(states[0])))
+    elif states:
+        headers.append(("RateLimit-Policy", ", ".join([_policy_item(s.policy) for s in states])))
+        headers.append(("RateLimit", ", ".join([_state_item(s) for s in states])))
     if not decision.allowed:
         headers.append(("Retry-After", str(retry_after_seconds(decision.retry_after))))
     if legacy and states:

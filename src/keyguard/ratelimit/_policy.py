@@ -31,7 +31,11 @@ class Policy:
     """A limit of ``quota`` requests per ``window`` seconds, admitting up to ``burst`` at once.
 
     The sustained rate is ``quota / window``; ``burst`` (default: ``quota``) is
-    how many requests a client that has been idle may send back to back.
+    how many requests a client that has been idle may send back to back. It
+    is a rate, not a counter reset at fixed times: in any span of ``d``
+    seconds at most ``burst + d * quota / window`` requests pass, so with the
+    default burst an idle client may use up to about twice the quota in its
+    first window. See ``docs/rate-limiting.md``.
 
     Args:
         name: Shown to clients in the ``RateLimit`` headers: 1 to 64 characters

@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 from ._policy import Policy
 
-__all__ = ["Outcome", "Params", "check", "check_one", "cost_error", "params"]
+__all__ = ["Outcome", "Params", "Result", "check", "check_one", "cost_error", "params"]
 
 
 class Params(NamedTuple):
@@ -54,19 +54,25 @@ class Params(NamedTuple):
     """``burst * window_ms``: the largest backlog, in units of ``1/quota`` ms."""
 
 
-class Outcome(NamedTuple):
-    """What :func:`check` decided, per policy in the order given.
+#: What :func:`check_one` returns: ``(allowed, retry_ms, remaining, reset_ms, new_tat, ahead)``.
+Result = tuple[bool, int, int, int, "tuple[int, int] | None", int]
 
-    ``tats`` holds the new stored states when ``allowed``; it is empty when
-    nothing is to be written: the request was refused (a refused request
-    consumes nothing) or its cost was 0.
+
+class Outcome(NamedTuple):
+    """What :func:`check` decided.
+
+    ``results`` has one :func:`check_one` result per policy, in the order
+    given. When the request is refused, each reports its policy as if the
+    request had not been made, and none has a state to store (a refused
+    request consumes nothing).
     """
 
     allowed: bool
     retry_ms: int
-    remaining: list[int]
-    reset_ms: list[int]
-    tats: list[tuple[int, int]]
+    results: list[Result]
+
+
+_new_outcome = tuple.__new__
 
 
 def params(policy: Policy) -> Params:
@@ -148,24 +154,24 @@ def check(
     Raises:
         ValueError: ``cost`` exceeds a policy's burst.
     """
-    results = []
-    allowed = True
-    for policy, tat in zip(policies, tats, strict=True):
+    if len(policies) != len(tats):
+        raise ValueError("one stored state (or None) per policy")
+    results: list[Result] = []
+    retry_ms = 0
+    for policy, tat in zip(policies, tats, strict=False):  # lengths checked above
         result = check_one(now_ms, cost, policy, tat)
-        allowed = allowed and result[0]
         results.append(result)
-    if allowed:
-        return Outcome(
-            True,
-            0,
-            [r[2] for r in results],
-            [r[3] for r in results],
-            [r[4] for r in results if r[4] is not None],
-        )
-    remaining: list[int] = []
-    reset_ms: list[int] = []
-    for (allowed, _, left, reset, _, ahead), policy in zip(results, policies, strict=True):
-        # A policy that would have admitted reports itself without this request.
-        remaining.append(left + cost if allowed else left)
-        reset_ms.append(-(-ahead // policy.quota) if allowed else reset)
-    return Outcome(False, max(r[1] for r in results), remaining, reset_ms, [])
+        retry_ms = max(retry_ms, result[1])
+    # A refusal always waits at least 1 ms, so no wait means every policy admitted it.
+    if not retry_ms:
+        return _new_outcome(Outcome, (True, 0, results))
+    return Outcome(
+        False,
+        retry_ms,
+        [
+            # A policy that would have admitted reports itself without this request.
+            (False, 0, left + cost, -(-ahead // policy.quota), None, ahead) if allowed else r
+            for r, policy in zip(results, policies, strict=True)
+            for allowed, _, left, _, _, ahead in (r,)
+        ],
+    )

@@ -124,23 +124,23 @@ class MemoryRateLimiter:
                 tats = self._add_key(key)
             else:
                 self._keys.move_to_end(key)
-            outcome = gcra.check(now_ms, cost, params, [tats.get(p.name) for p in params])
-            # outcome.tats is empty when nothing is to be stored.
-            for p, tat in zip(params, outcome.tats, strict=False):
-                tats[p.name] = tat
+            allowed, retry_ms, results = gcra.check(
+                now_ms, cost, params, [tats.get(p.name) for p in params]
+            )
+            if allowed and cost:
+                for p, result in zip(params, results, strict=True):
+                    tats[p.name] = result[4]  # type: ignore[assignment]
         return _new_decision(
             RateLimitDecision,
             (
-                outcome.allowed,
+                allowed,
                 tuple(
                     [
-                        _new_state(PolicyState, (policy, remaining, reset_ms / 1000))
-                        for policy, remaining, reset_ms in zip(
-                            policies, outcome.remaining, outcome.reset_ms, strict=True
-                        )
+                        _new_state(PolicyState, (policy, result[2], result[3] / 1000))
+                        for policy, result in zip(policies, results, strict=True)
                     ]
                 ),
-                outcome.retry_ms / 1000,
+                retry_ms / 1000,
                 None,
             ),
         )
