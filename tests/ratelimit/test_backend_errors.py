@@ -9,7 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from keyguard.ratelimit import Policy, RateLimitDecision, denial_status, rate_limit_headers
+from keyguard.ratelimit import (
+    MemoryRateLimiter,
+    Policy,
+    RateLimitDecision,
+    denial_status,
+    rate_limit_headers,
+)
 from keyguard.testing import FakeClock
 
 from .conftest import RedisServer, free_port
@@ -198,3 +204,14 @@ async def test_redis_stopped_and_back_async(mode: str, redis_server: RedisServer
     clock.advance(1.0)
     assert (await limiter.ahit("k", [policy])).degraded is None
     await limiter.aclose()
+
+
+def test_local_mode_uses_the_given_fallback() -> None:
+    clock = FakeClock()
+    fallback = MemoryRateLimiter(clock=clock.monotonic)
+    limiter = RedisRateLimiter.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", on_backend_error="local", fallback=fallback
+    )
+    assert limiter.hit("k", [POLICY]).degraded == "local"
+    assert len(fallback) == 1
+    limiter.close()

@@ -55,7 +55,7 @@ class Params(NamedTuple):
 
 
 #: What :func:`check_one` returns: ``(allowed, retry_ms, remaining, reset_ms, new_tat, ahead)``.
-Result = tuple[bool, int, int, int, "tuple[int, int] | None", int]
+Result = tuple[bool, int, int, int, tuple[int, int] | None, int]
 
 
 class Outcome(NamedTuple):
@@ -89,9 +89,7 @@ def cost_error(cost: int, policy: Params) -> ValueError:
     )
 
 
-def check_one(
-    now_ms: int, cost: int, policy: Params, tat: tuple[int, int] | None
-) -> tuple[bool, int, int, int, tuple[int, int] | None, int]:
+def check_one(now_ms: int, cost: int, policy: Params, tat: tuple[int, int] | None) -> Result:
     """Decide one request of ``cost`` against one policy: the whole of GCRA.
 
     Args:
@@ -165,13 +163,8 @@ def check(
     # A refusal always waits at least 1 ms, so no wait means every policy admitted it.
     if not retry_ms:
         return _new_outcome(Outcome, (True, 0, results))
-    return Outcome(
-        False,
-        retry_ms,
-        [
-            # A policy that would have admitted reports itself without this request.
-            (False, 0, left + cost, -(-ahead // policy.quota), None, ahead) if allowed else r
-            for r, policy in zip(results, policies, strict=True)
-            for allowed, _, left, _, _, ahead in (r,)
-        ],
-    )
+    for i, (allowed, _, left, _, _, ahead) in enumerate(results):
+        if allowed:
+            # This policy would have admitted it: report it without this request.
+            results[i] = (False, 0, left + cost, -(-ahead // policies[i].quota), None, ahead)
+    return Outcome(False, retry_ms, results)

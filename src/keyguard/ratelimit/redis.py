@@ -200,7 +200,7 @@ class RedisRateLimiter:
         self._monotonic = monotonic
         self._clock = clock
         self._keep = "0" if clock is None else str(_TEST_CLOCK_KEEP_MS)
-        self._fallback = fallback
+        self._fallback = MemoryRateLimiter(clock=monotonic) if fallback is None else fallback
         self._owns_clients = owns_clients
         self._state_lock = threading.Lock()
         self._failing = False
@@ -304,6 +304,7 @@ class RedisRateLimiter:
                 raw = yield Call("redis", "eval", (GCRA_SCRIPT, len(keys), *keys, *argv))
             decision = _parse(raw, policies)
         except Exception as exc:  # any failure of the backend is on_backend_error's to answer
+            now = self._monotonic()  # after the failure: a timeout may have taken a while
             self._record_failure(exc, now)
             return self._degraded(key, policies, cost, now)
         if self._failing:
@@ -320,10 +321,7 @@ class RedisRateLimiter:
             return RateLimitDecision(True, (), 0.0, "open")
         if mode == "closed":
             return RateLimitDecision(False, (), max(1.0, self._retry_at - now), "closed")
-        fallback = self._fallback
-        if fallback is None:
-            fallback = self._fallback = MemoryRateLimiter(clock=self._monotonic)
-        local = fallback.hit(key, policies, cost)
+        local = self._fallback.hit(key, policies, cost)
         return RateLimitDecision(local.allowed, local.states, local.retry_after, "local")
 
     def _record_failure(self, exc: Exception, now: float) -> None:
@@ -344,10 +342,11 @@ class RedisRateLimiter:
 
     def _record_recovery(self) -> None:
         with self._state_lock:
-            self._failing = False
+            was_failing, self._failing = self._failing, False
             self._retry_at = 0.0
             self._next_backoff = self._backoff
-        logger.warning("rate-limit backend is reachable again; limits are shared again")
+        if was_failing:
+            logger.warning("rate-limit backend is reachable again; limits are shared again")
 
     # -- thin sync and async shells ---------------------------------------------------
 
