@@ -13,6 +13,7 @@ __all__ = [
     "PolicyState",
     "RateLimitDecision",
     "RateLimiter",
+    "check_request",
 ]
 
 #: What a limiter does while its backend is unreachable; see ``docs/rate-limiting.md``.
@@ -83,7 +84,9 @@ class RateLimiter(Protocol):
             ValueError: ``key`` is empty, ``cost`` is negative, two policies
                 share a name, or ``cost`` exceeds a policy's burst (such a
                 request could never be admitted).
-            RateLimitBackendError: The backend failed.
+            RateLimitBackendError: The backend failed. keyguard's own
+                limiters never raise it: the Redis limiter answers with its
+                ``on_backend_error`` mode instead (see ``decision.degraded``).
         """
         ...
 
@@ -103,3 +106,20 @@ class AsyncRateLimiter(Protocol):
     async def aclose(self) -> None:
         """See :meth:`RateLimiter.close`."""
         ...
+
+
+def check_request(key: str, policies: Sequence[Policy], cost: int) -> None:
+    """The argument checks every limiter makes before counting anything.
+
+    Raises:
+        ValueError: ``key`` is empty, ``cost`` negative, or two policies share a name.
+    """
+    if not key or not isinstance(key, str):
+        raise ValueError("a rate-limit key must be a non-empty string (a key_id or an address)")
+    if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
+        raise ValueError(f"cost must be a whole number of at least 0, got {cost!r}")
+    if len(policies) > 1 and len({p.name for p in policies}) != len(policies):
+        raise ValueError(
+            "two policies of one request share a name; names identify the stored state "
+            f"and the header entries, so they must differ: {[p.name for p in policies]}"
+        )

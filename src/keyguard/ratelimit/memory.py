@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from . import gcra
-from ._base import PolicyState, RateLimitDecision
+from ._base import PolicyState, RateLimitDecision, check_request
 from ._policy import Policy
 
 __all__ = ["MemoryRateLimiter"]
@@ -20,23 +20,6 @@ _MAX_REMEMBERED_POLICIES = 4096
 # The hot path builds its named tuples without the generated __new__ wrapper.
 _new_decision = tuple.__new__
 _new_state = tuple.__new__
-
-
-def check_request(key: str, policies: Sequence[Policy], cost: int) -> None:
-    """The argument checks every limiter makes before counting anything.
-
-    Raises:
-        ValueError: ``key`` is empty, ``cost`` negative, or two policies share a name.
-    """
-    if not key or not isinstance(key, str):
-        raise ValueError("a rate-limit key must be a non-empty string (a key_id or an address)")
-    if cost < 0 or isinstance(cost, bool) or not isinstance(cost, int):
-        raise ValueError(f"cost must be a whole number of at least 0, got {cost!r}")
-    if len(policies) > 1 and len({p.name for p in policies}) != len(policies):
-        raise ValueError(
-            "two policies of one request share a name; names identify the stored state "
-            f"and the header entries, so they must differ: {[p.name for p in policies]}"
-        )
 
 
 class MemoryRateLimiter:

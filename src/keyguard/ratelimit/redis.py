@@ -43,9 +43,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from .._flow import Call
 from . import gcra
-from ._base import BackendErrorMode, PolicyState, RateLimitDecision
+from ._base import BackendErrorMode, PolicyState, RateLimitDecision, check_request
 from ._policy import Policy
-from .memory import MemoryRateLimiter, check_request
+from .memory import MemoryRateLimiter
 
 __all__ = ["GCRA_SCRIPT", "RedisRateLimiter"]
 
