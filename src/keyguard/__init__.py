@@ -29,6 +29,13 @@ from ._keys import (
 from ._last_used import LastUsedRecorder
 from ._manager import AsyncKeyManager, KeyManager
 from ._records import UNSET, IssuedKey, KeyChanges, KeyRecord, KeyStatus, Principal
+from .ratelimit import (
+    AsyncRateLimiter,
+    MemoryRateLimiter,
+    PolicyState,
+    RateLimitDecision,
+    RateLimiter,
+)
 from .ratelimit._policy import Policy
 
 __version__ = "0.1.0.dev0"
@@ -37,6 +44,7 @@ __all__ = [
     "DEFAULT_KEY_FORMAT",
     "UNSET",
     "AsyncKeyManager",
+    "AsyncRateLimiter",
     "Clock",
     "Denial",
     "DenialReason",
@@ -53,11 +61,15 @@ __all__ = [
     "KeyguardError",
     "LastUsedRecorder",
     "MalformedKeyError",
+    "MemoryRateLimiter",
     "ParsedKey",
     "PasslibHasher",
     "Policy",
+    "PolicyState",
     "Principal",
     "RateLimitBackendError",
+    "RateLimitDecision",
+    "RateLimiter",
     "SecretHasher",
     "SecretTooLongError",
     "StorageError",
