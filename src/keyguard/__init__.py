@@ -32,6 +32,13 @@ from ._options import MiddlewareOptions
 from ._records import UNSET, IssuedKey, KeyChanges, KeyRecord, KeyStatus, Principal
 from ._request import ANONYMOUS, Anonymous
 from .asgi import KeyguardMiddleware
+from .ratelimit import (
+    AsyncRateLimiter,
+    MemoryRateLimiter,
+    PolicyState,
+    RateLimitDecision,
+    RateLimiter,
+)
 from .ratelimit._policy import Policy
 from .wsgi import KeyguardWSGIMiddleware
 
@@ -43,6 +50,7 @@ __all__ = [
     "UNSET",
     "Anonymous",
     "AsyncKeyManager",
+    "AsyncRateLimiter",
     "Clock",
     "Denial",
     "DenialReason",
@@ -61,12 +69,16 @@ __all__ = [
     "KeyguardWSGIMiddleware",
     "LastUsedRecorder",
     "MalformedKeyError",
+    "MemoryRateLimiter",
     "MiddlewareOptions",
     "ParsedKey",
     "PasslibHasher",
     "Policy",
+    "PolicyState",
     "Principal",
     "RateLimitBackendError",
+    "RateLimitDecision",
+    "RateLimiter",
     "SecretHasher",
     "SecretTooLongError",
     "StorageError",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
 __all__ = ["Policy"]
 
+# Rate-limit state is counted in integers that Redis's Lua (IEEE doubles) must hold exactly.
+_MAX_EXACT = 2**50
 _NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _SPEC_RE = re.compile(
     r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(second|minute|hour|day|s|m|h|d)s?\s*(?:;\s*burst=(\d+)\s*)?"
@@ -28,13 +31,17 @@ class Policy:
     """A limit of ``quota`` requests per ``window`` seconds, admitting up to ``burst`` at once.
 
     The sustained rate is ``quota / window``; ``burst`` (default: ``quota``) is
-    how many requests a client that has been idle may send back to back.
+    how many requests a client that has been idle may send back to back. It
+    is a rate, not a counter reset at fixed times: in any span of ``d``
+    seconds at most ``burst + d * quota / window`` requests pass, so with the
+    default burst an idle client may use up to about twice the quota in its
+    first window. See ``docs/rate-limiting.md``.
 
     Args:
         name: Shown to clients in the ``RateLimit`` headers: 1 to 64 characters
             of A-Z, a-z, 0-9 and ``_.:-``.
         quota: Requests per window, at least 1.
-        window: Seconds, positive.
+        window: Seconds, a whole number of milliseconds, at least 0.001.
         burst: Requests admitted back to back, at least 1; default ``quota``.
 
     Raises:
@@ -60,6 +67,7 @@ class Policy:
             isinstance(self.window, bool)
             or not isinstance(self.window, int | float)
             or not (self.window > 0)
+            or not math.isfinite(self.window)
         ):
             raise ValueError(
                 f"policy window must be a positive number of seconds, got {self.window!r}"
@@ -70,6 +78,22 @@ class Policy:
             raise ValueError(
                 f"policy burst must be a whole number of at least 1, got {self.burst!r}"
             )
+        window_ms = self.window * 1000
+        if abs(window_ms - round(window_ms)) > 1e-6 * window_ms or round(window_ms) < 1:
+            raise ValueError(
+                f"policy window must be a whole number of milliseconds (at least 0.001 s), "
+                f"got {self.window!r}"
+            )
+        if self.effective_burst * round(window_ms) + self.quota > _MAX_EXACT:
+            raise ValueError(
+                f"policy {self.name!r} is too large to count exactly: burst x window must stay "
+                f"below 2**50 request-milliseconds; lower the burst or the window"
+            )
+
+    @property
+    def window_ms(self) -> int:
+        """``window`` in whole milliseconds, the unit the limiters count in."""
+        return round(self.window * 1000)
 
     @property
     def effective_burst(self) -> int:

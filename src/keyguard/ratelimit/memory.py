@@ -1,0 +1,167 @@
+"""The in-process rate limiter: the embedded default, and the ``"local"`` fallback of Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+from . import gcra
+from ._base import PolicyState, RateLimitDecision, check_request
+from ._policy import Policy
+
+__all__ = ["MemoryRateLimiter"]
+
+_ALLOW_NOTHING_APPLIES = RateLimitDecision(True, ())
+# Policies are few (a default, per-key overrides, per-route ones); the bound only
+# stops a store that hands out ever-new policies from growing this cache forever.
+_MAX_REMEMBERED_POLICIES = 4096
+# The hot path builds its named tuples without the generated __new__ wrapper.
+_new_decision = tuple.__new__
+_new_state = tuple.__new__
+
+
+class MemoryRateLimiter:
+    """GCRA limits kept in this process's memory. Implements ``RateLimiter`` and
+    ``AsyncRateLimiter`` (``ahit`` never waits for anything).
+
+    The limit applies per process: behind N worker processes a client gets N
+    times the quota. Use :class:`~keyguard.ratelimit.redis.RedisRateLimiter`
+    to share one exact limit across processes and machines.
+
+    Memory is bounded by ``max_keys``: past it, the key used least recently
+    is forgotten, and that client starts again with a full burst. An attacker
+    who can make the limiter track many keys (e.g. one per client address on
+    unauthenticated routes) can push others out, so size ``max_keys`` above
+    the number of clients active within one burst period. There are no
+    background threads; a forgotten key costs nothing.
+
+    Thread-safe: one lock guards the state, held for a few dict operations.
+
+    Args:
+        clock: Monotonic seconds; inject ``FakeClock().monotonic`` in tests.
+            Counted in whole milliseconds.
+        max_keys: The most keys remembered at once, at least 1.
+    """
+
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000
+    ) -> None:
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+            raise ValueError(f"max_keys must be a whole number of at least 1, got {max_keys!r}")
+        self._clock = clock
+        self._max_keys = max_keys
+        self._keys: OrderedDict[str, dict[str, tuple[int, int]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._params: dict[int, tuple[Policy, gcra.Params]] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryRateLimiter(keys={len(self._keys)}, max_keys={self._max_keys})"
+
+    def __len__(self) -> int:
+        """The number of keys remembered."""
+        return len(self._keys)
+
+    def hit(self, key: str, policies: Sequence[Policy], cost: int = 1) -> RateLimitDecision:
+        """See :meth:`keyguard.ratelimit.RateLimiter.hit`."""
+        if len(policies) != 1:
+            return self._hit_many(key, policies, cost)
+        if not key or type(key) is not str or type(cost) is not int or cost < 0:
+            check_request(key, policies, cost)
+        policy = policies[0]
+        cached = self._params.get(id(policy))
+        params = cached[1] if cached is not None and cached[0] is policy else self._remember(policy)
+        now_ms = int(self._clock() * 1000 + 0.5)
+        keys = self._keys
+        with self._lock:
+            tats = keys.get(key)
+            if tats is None:
+                tats = self._add_key(key)
+            else:
+                keys.move_to_end(key)
+            allowed, retry_ms, remaining, reset_ms, tat, _ = gcra.check_one(
+                now_ms, cost, params, tats.get(policy.name)
+            )
+            if tat is not None:
+                tats[policy.name] = tat
+        return _new_decision(
+            RateLimitDecision,
+            (
+                allowed,
+                (_new_state(PolicyState, (policy, remaining, reset_ms / 1000)),),
+                retry_ms / 1000,
+                None,
+            ),
+        )
+
+    def _hit_many(self, key: str, policies: Sequence[Policy], cost: int) -> RateLimitDecision:
+        check_request(key, policies, cost)
+        if not policies:
+            return _ALLOW_NOTHING_APPLIES
+        params = [self._remember(p) for p in policies]
+        now_ms = int(self._clock() * 1000 + 0.5)
+        with self._lock:
+            tats = self._keys.get(key)
+            if tats is None:
+                tats = self._add_key(key)
+            else:
+                self._keys.move_to_end(key)
+            allowed, retry_ms, results = gcra.check(
+                now_ms, cost, params, [tats.get(p.name) for p in params]
+            )
+            if allowed and cost:
+                for p, result in zip(params, results, strict=True):
+                    tats[p.name] = result[4]  # type: ignore[assignment]
+        return _new_decision(
+            RateLimitDecision,
+            (
+                allowed,
+                tuple(
+                    [
+                        _new_state(PolicyState, (policy, result[2], result[3] / 1000))
+                        for policy, result in zip(policies, results, strict=True)
+                    ]
+                ),
+                retry_ms / 1000,
+                None,
+            ),
+        )
+
+    def _add_key(self, key: str) -> dict[str, tuple[int, int]]:
+        # Called with the lock held.
+        tats: dict[str, tuple[int, int]] = {}
+        self._keys[key] = tats
+        if len(self._keys) > self._max_keys:
+            self._keys.popitem(last=False)
+        return tats
+
+    def _remember(self, policy: Policy) -> gcra.Params:
+        # Keyed by identity: hashing a Policy costs more than the rest of a hit's lookups.
+        # The entry holds the policy, so its id cannot be reused while remembered.
+        cached = self._params.get(id(policy))
+        if cached is not None and cached[0] is policy:
+            return cached[1]
+        if len(self._params) >= _MAX_REMEMBERED_POLICIES:
+            self._params.clear()
+        params = gcra.params(policy)
+        self._params[id(policy)] = (policy, params)
+        return params
+
+    async def ahit(self, key: str, policies: Sequence[Policy], cost: int = 1) -> RateLimitDecision:
+        """See :meth:`hit`; no I/O, so it completes without yielding to the event loop."""
+        return self.hit(key, policies, cost)
+
+    def reset(self, key: str | None = None) -> None:
+        """Forget ``key`` (every key when None): it starts again with a full burst."""
+        with self._lock:
+            if key is None:
+                self._keys.clear()
+            else:
+                self._keys.pop(key, None)
+
+    def close(self) -> None:
+        """Nothing to release; present for the ``RateLimiter`` protocol."""
+
+    async def aclose(self) -> None:
+        """Nothing to release; present for the ``AsyncRateLimiter`` protocol."""

@@ -1,0 +1,50 @@
+"""The rate-limiter contract, against every limiter keyguard ships, sync and async."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from keyguard.ratelimit import MemoryRateLimiter
+from keyguard.testing import AsyncRateLimiterContract, FakeClock, RateLimiterContract
+
+
+class TestMemoryContract(RateLimiterContract):
+    @pytest.fixture
+    def limiter(self, clock: FakeClock) -> MemoryRateLimiter:
+        return MemoryRateLimiter(clock=clock.monotonic)
+
+
+class TestAsyncMemoryContract(AsyncRateLimiterContract):
+    @pytest.fixture
+    def async_limiter(self, clock: FakeClock) -> MemoryRateLimiter:
+        return MemoryRateLimiter(clock=clock.monotonic)
+
+
+@pytest.mark.redis
+class TestRedisContract(RateLimiterContract):
+    @pytest.fixture
+    def limiter(self, clock: FakeClock, redis_url: str, redis_prefix: str) -> Iterator[object]:
+        from keyguard.ratelimit.redis import RedisRateLimiter
+
+        limiter = RedisRateLimiter.from_url(
+            redis_url, on_backend_error="closed", prefix=redis_prefix, clock=clock.monotonic
+        )
+        yield limiter
+        limiter.close()
+
+
+@pytest.mark.redis
+class TestAsyncRedisContract(AsyncRateLimiterContract):
+    @pytest.fixture
+    async def async_limiter(
+        self, clock: FakeClock, redis_url: str, redis_prefix: str
+    ) -> AsyncIterator[object]:
+        from keyguard.ratelimit.redis import RedisRateLimiter
+
+        limiter = RedisRateLimiter.from_url(
+            redis_url, on_backend_error="closed", prefix=redis_prefix, clock=clock.monotonic
+        )
+        yield limiter
+        await limiter.aclose()

@@ -1,0 +1,84 @@
+"""The memory limiter beyond the contract: its size cap, threads, the protocols."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from keyguard.ratelimit import AsyncRateLimiter, MemoryRateLimiter, Policy, RateLimiter
+from keyguard.testing import FakeClock
+
+POLICY = Policy("default", quota=2, window=60)
+
+
+def test_least_recently_used_key_is_forgotten() -> None:
+    limiter = MemoryRateLimiter(clock=FakeClock().monotonic, max_keys=2)
+    for key in ("a", "b"):
+        limiter.hit(key, [POLICY], cost=2)
+    limiter.hit("a", [POLICY], cost=0)  # "a" is now the most recently used
+    limiter.hit("c", [POLICY], cost=2)
+    assert len(limiter) == 2
+    assert not limiter.hit("a", [POLICY]).allowed, "a was kept"
+    assert not limiter.hit("c", [POLICY]).allowed, "c was kept"
+    assert limiter.hit("b", [POLICY], cost=2).allowed, "b was forgotten: a full burst again"
+
+
+def test_reset() -> None:
+    limiter = MemoryRateLimiter(clock=FakeClock().monotonic)
+    limiter.hit("a", [POLICY], cost=2)
+    limiter.hit("b", [POLICY], cost=2)
+    limiter.reset("a")
+    assert limiter.hit("a", [POLICY], cost=2).allowed
+    limiter.reset()
+    assert len(limiter) == 0
+    assert repr(limiter) == "MemoryRateLimiter(keys=0, max_keys=100000)"
+
+
+def test_threads_share_one_exact_limit() -> None:
+    limiter = MemoryRateLimiter()  # the real monotonic clock; 100 per day never refills here
+    policy = Policy("default", quota=100, window=86400)
+    start = threading.Barrier(8)
+    admitted: list[int] = []
+
+    def hammer() -> None:
+        start.wait()
+        for _ in range(50):
+            decision = limiter.hit("shared", [policy])
+            if decision.allowed:
+                admitted.append(decision.states[0].remaining)
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(admitted) == list(range(100)), "each admitted request saw its own count"
+
+
+@pytest.mark.parametrize("max_keys", [0, -1, 1.5, True])
+def test_bad_max_keys(max_keys: object) -> None:
+    with pytest.raises(ValueError, match="max_keys"):
+        MemoryRateLimiter(max_keys=max_keys)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_implements_both_protocols() -> None:
+    limiter = MemoryRateLimiter()
+    assert isinstance(limiter, RateLimiter)
+    assert isinstance(limiter, AsyncRateLimiter)
+    assert (await limiter.ahit("k", [POLICY])).allowed
+    limiter.close()
+    await limiter.aclose()
+
+
+def test_a_policy_object_reused_after_another_is_freed() -> None:
+    """Policies are remembered by identity; a new policy at a freed address is not confused."""
+    clock = FakeClock()
+    limiter = MemoryRateLimiter(clock=clock.monotonic)
+    for quota in range(1, 200):
+        policy = Policy("p", quota=quota, window=1)
+        decision = limiter.hit(f"k{quota}", [policy], cost=quota)
+        assert decision.allowed
+        assert decision.states[0].remaining == 0
+        del policy, decision
