@@ -6,18 +6,24 @@ works against either:
 - ``KEYGUARD_DATABASE_URL``: the key store (default ``sqlite:///keyguard.db``, the
   file the CLI uses too); the table is created if it is missing.
 - ``KEYGUARD_PEPPERS``: the server-side pepper(s) of the secret hashes, as for the CLI.
+- ``KEYGUARD_RATE_LIMIT``: requests per key, such as ``100/minute`` (the default).
 - ``KEYGUARD_REDIS_URL``: when set, revocations made with the CLI reach the
-  apps' lookup cache at once (Redis pub/sub).
+  apps' lookup cache at once (Redis pub/sub), and the rate limit is kept in
+  Redis, shared by every process (falling back to per-process limits while
+  Redis is down).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from typing import Any
 
 from keyguard import HmacSecretHasher
 from keyguard.cli import hasher_from_environment
+from keyguard.ratelimit import MemoryRateLimiter
+from keyguard.ratelimit.redis import RedisRateLimiter
 from keyguard.stores.cached import CachedKeyStore
 from keyguard.stores.redis_broadcast import RedisRevocationBroadcast
 from keyguard.stores.sql import SQLKeyStore, default_database_url
@@ -36,6 +42,19 @@ def key_store() -> CachedKeyStore:
 def hasher() -> HmacSecretHasher:
     """The hasher the CLI uses: peppered from ``KEYGUARD_PEPPERS`` when it is set."""
     return hasher_from_environment()
+
+
+def rate_limit() -> str:
+    """``KEYGUARD_RATE_LIMIT``, default ``100/minute``."""
+    return os.environ.get("KEYGUARD_RATE_LIMIT", "").strip() or "100/minute"
+
+
+def limiter() -> Any:
+    """A Redis limiter on ``KEYGUARD_REDIS_URL``, else one in this process's memory."""
+    url = os.environ.get("KEYGUARD_REDIS_URL", "").strip()
+    if not url:
+        return MemoryRateLimiter()
+    return RedisRateLimiter.from_url(url, on_backend_error="local")
 
 
 class InvoiceBook:

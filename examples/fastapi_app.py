@@ -9,8 +9,10 @@ Run it (from the repository root)::
 - ``GET /health`` is public, and so are ``/docs`` and ``/openapi.json``
   (Swagger UI's *Authorize* button takes a key)
 
-Make a key for it with ``keyguard keys create --owner acme --scope billing:read``;
-examples/README.md has the whole walkthrough.
+Every key gets ``KEYGUARD_RATE_LIMIT`` (default ``100/minute``; kept in Redis
+when ``KEYGUARD_REDIS_URL`` is set). Make a key for it with
+``keyguard keys create --owner acme --scope billing:read``; examples/README.md
+has the whole walkthrough.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from keyguard.integrations.fastapi import Keyguard
 
 keyguard = Keyguard(
     AsyncKeyManager(_billing.key_store(), hasher=_billing.hasher()),
+    limiter=_billing.limiter(),
     public_paths=_billing.PUBLIC_PATHS,
+    rate_limit=_billing.rate_limit(),
 )
 app = FastAPI(title="Billing API (keyguard example)")
 keyguard.init_app(app)

@@ -8,9 +8,11 @@ Run it (from the repository root)::
 - ``POST /invoices`` needs ``billing:write``
 - ``GET /health`` is public
 
-The principal of each request is ``flask.g.keyguard_principal``. Make a key
-with ``keyguard keys create --owner acme --scope billing:read``;
-examples/README.md has the whole walkthrough.
+Every key gets ``KEYGUARD_RATE_LIMIT`` (default ``100/minute``; kept in Redis
+when ``KEYGUARD_REDIS_URL`` is set). The principal of each request is
+``flask.g.keyguard_principal``. Make a key with
+``keyguard keys create --owner acme --scope billing:read``; examples/README.md
+has the whole walkthrough.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ app = Flask(__name__)
 Keyguard(
     app,
     KeyManager(_billing.key_store(), hasher=_billing.hasher()),
+    limiter=_billing.limiter(),
     public_paths=_billing.PUBLIC_PATHS,
+    rate_limit=_billing.rate_limit(),
 )
 book = _billing.InvoiceBook()
 

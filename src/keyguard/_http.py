@@ -12,7 +12,7 @@ invalid_request        400     ``Bearer realm="...", error="invalid_request"``
 malformed_key,         401     ``Bearer realm="...", error="invalid_token"``
 unknown_key, ...
 insufficient_scope     403     ``... error="insufficient_scope", scope="..."``
-rate_limited           429     ``Retry-After``
+rate_limited           429     ``Retry-After``, ``RateLimit-Policy``, ``RateLimit``
 store_unavailable      503     ``Retry-After``
 =====================  ======  ==========================================
 
@@ -142,7 +142,8 @@ class Responder:
         challenge = self.challenge(denial)
         if challenge is not None:
             headers.append(("www-authenticate", challenge))
-        if denial.retry_after is not None:
+        extra = [(name.lower(), value) for name, value in denial.headers]
+        if denial.retry_after is not None and not any(n == "retry-after" for n, _ in extra):
             headers.append(("retry-after", str(max(1, math.ceil(denial.retry_after)))))
-        headers.extend(denial.headers)
+        headers.extend(extra)
         return Response(status, headers, body)

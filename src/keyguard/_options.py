@@ -7,17 +7,38 @@ integrations alike, so that the two kinds of app can never drift apart.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_QUERY_PARAM_NAMES", "MiddlewareOptions", "options_for"]
+from .ratelimit._policy import Policy
+
+__all__ = [
+    "DEFAULT_FAILURE_LIMIT",
+    "DEFAULT_QUERY_PARAM_NAMES",
+    "MiddlewareOptions",
+    "options_for",
+]
 
 #: Query-string (and form-body) parameter names that are refused with 400,
 #: because a key sent that way ends up in access logs, proxies and browser history.
 DEFAULT_QUERY_PARAM_NAMES = ("api_key", "apikey", "key", "access_token", "token")
 
 _TCHAR_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_ROUTE_NAME_RE = re.compile(r"[^A-Za-z0-9_.:-]+")
+#: Failed authentications allowed per client address, before 429.
+DEFAULT_FAILURE_LIMIT = "30/minute"
 _REALM_RE = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,200}")
+
+
+def _policy(option: str, given: Policy | str | None, name: str) -> Policy | None:
+    if given is None or isinstance(given, Policy):
+        return given
+    if isinstance(given, str):
+        try:
+            return Policy.parse(given, name=name)
+        except ValueError as exc:
+            raise ValueError(f"{option}: {exc}") from None
+    raise TypeError(f"{option} must be a Policy or a spec such as '100/minute', got {given!r}")
 
 
 def _paths(name: str, paths: Collection[str]) -> tuple[str, ...]:
@@ -63,6 +84,22 @@ class MiddlewareOptions:
         max_form_bytes: A form body (``application/x-www-form-urlencoded``)
             sent without a credential header is inspected for a key only up
             to this size.
+        rate_limit: The policy every key gets, such as ``"100/minute"`` or a
+            :class:`~keyguard.Policy` (a string becomes a policy named
+            ``"default"``). A key's own policy (``KeyRecord.rate_limit``)
+            replaces it. Applies only when the middleware has a limiter.
+        route_limits: Extra policies per route, on top of the key's:
+            ``{"POST /invoices": "10/minute", "/reports": Policy(...)}``. A
+            route is ``[METHOD ]/path``, matched like ``public_prefixes``; the
+            longest match wins. A string becomes a policy named after the
+            route (``"POST-invoices"``).
+        failure_limit: The stricter policy for failed authentications per
+            client address (brute-force defence): once an address has used
+            it up, its requests with a key are refused with 429 until it
+            recovers, without being checked. ``None`` turns it off. Clients
+            behind one NAT share an address, and so this budget.
+        legacy_rate_limit_headers: Also send ``X-RateLimit-Limit``,
+            ``-Remaining`` and ``-Reset``.
 
     Raises:
         ValueError: A value is malformed (the message says which).
@@ -79,9 +116,18 @@ class MiddlewareOptions:
     api_key_header: str | None = None
     query_param_names: Collection[str] = DEFAULT_QUERY_PARAM_NAMES
     max_form_bytes: int = 64 * 1024
+    rate_limit: Policy | str | None = None
+    route_limits: Mapping[str, Policy | str | Sequence[Policy | str]] = field(default_factory=dict)
+    failure_limit: Policy | str | None = DEFAULT_FAILURE_LIMIT
+    legacy_rate_limit_headers: bool = False
     _public_exact: frozenset[str] = field(init=False, repr=False, compare=False)
     _public_starts: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _param_names: frozenset[str] = field(init=False, repr=False, compare=False)
+    _default_policy: Policy | None = field(init=False, repr=False, compare=False)
+    _failure_policy: Policy | None = field(init=False, repr=False, compare=False)
+    _routes: tuple[tuple[str | None, str, tuple[Policy, ...]], ...] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__
@@ -135,6 +181,50 @@ class MiddlewareOptions:
             or self.max_form_bytes < 0
         ):
             raise ValueError(f"max_form_bytes must be a whole number >= 0: {self.max_form_bytes!r}")
+        self._set_rate_limits()
+
+    def _set_rate_limits(self) -> None:
+        setattr_ = object.__setattr__
+        default = _policy("rate_limit", self.rate_limit, "default")
+        failure = _policy("failure_limit", self.failure_limit, "auth-failures")
+        setattr_(self, "_default_policy", default)
+        setattr_(self, "_failure_policy", failure)
+        if not isinstance(self.route_limits, Mapping):
+            raise TypeError("route_limits must be a mapping of '[METHOD ]/path' to policies")
+        routes = []
+        for route, given in self.route_limits.items():
+            method, _, path = route.rpartition(" ")
+            if not path.startswith("/") or (method and not _TCHAR_RE.fullmatch(method)):
+                raise ValueError(f"route_limits: a route is '[METHOD ]/path', got {route!r}")
+            name = _ROUTE_NAME_RE.sub("-", route).strip("-")[:64] or "root"
+            items = [given] if isinstance(given, Policy | str) else list(given)
+            policies = tuple(
+                _policy("route_limits", item, name if i == 0 else f"{name}-{i + 1}")
+                for i, item in enumerate(items)
+            )
+            names = [p.name for p in policies if p is not None]
+            if default is not None and default.name in names:
+                raise ValueError(
+                    f"route_limits: the policy of {route!r} is named {default.name!r} like "
+                    f"the default policy; give it its own name"
+                )
+            if len(set(names)) != len(names):
+                raise ValueError(f"route_limits: the policies of {route!r} share a name")
+            routes.append((method.upper() or None, path, policies))
+        # Longest path first, and a route with a method before the same path without one.
+        routes.sort(key=lambda r: (-len(r[1]), r[0] is None))
+        setattr_(self, "_routes", tuple(routes))
+        setattr_(self, "route_limits", dict(self.route_limits))
+
+    def route_policies(self, method: str, path: str) -> tuple[Policy, ...]:
+        """The route policies for a request, from the longest matching route."""
+        for route_method, route_path, policies in self._routes:
+            if (route_method is None or route_method == method) and (
+                path == route_path
+                or path.startswith(route_path if route_path.endswith("/") else route_path + "/")
+            ):
+                return policies
+        return ()
 
     def is_public(self, path: str) -> bool:
         """Return whether ``path`` is served without a key."""

@@ -22,10 +22,19 @@ from urllib.parse import unquote_plus
 from ._errors import StorageError
 from ._flow import Call, Denial, DenialReason, Flow, VerifySettings, authenticate_flow
 from ._http import STATUS_BY_REASON
+from ._limits import Headers, RateLimits, admit_flow, blocked_denial, failure_flow
 from ._options import MiddlewareOptions
 from ._records import Principal
 
-__all__ = ["ANONYMOUS", "Anonymous", "log_decision", "request_flow", "scope_denial"]
+__all__ = [
+    "ANONYMOUS",
+    "Anonymous",
+    "Gate",
+    "Outcome",
+    "log_decision",
+    "request_flow",
+    "scope_denial",
+]
 
 access_logger = logging.getLogger("keyguard.access")
 
@@ -35,6 +44,7 @@ _LOCAL_PREFIXES = ("127.", "::ffff:127.")
 _LOCAL_HOSTS = frozenset({"::1", "localhost", "testclient"})
 _SECURE_SCHEMES = frozenset({"https", "wss"})
 _MAX_LOGGED = 200
+_NONE: Headers = ()
 
 
 class Anonymous:
@@ -134,10 +144,76 @@ def _is_local(client: str | None) -> bool:
     return client is None or client in _LOCAL_HOSTS or client.startswith(_LOCAL_PREFIXES)
 
 
+def _credential(
+    options: MiddlewareOptions, prefix: str, authorization: str | None, api_key: str | None
+) -> str | Denial | None:
+    """The token the request carries, the denial for a malformed credential, or None."""
+    if authorization is not None:
+        if api_key is not None:
+            return _invalid(_BOTH_HEADERS.format(options.api_key_header))
+        return _bearer(authorization, prefix)
+    if api_key is None:
+        return None
+    if "," in api_key:
+        return _invalid(f"send exactly one {options.api_key_header} header with one key")
+    token = api_key.strip(" \t")
+    return token or _invalid(f"the {options.api_key_header} header is empty")
+
+
+def _form_flow(options: MiddlewareOptions, content_type: str | None) -> Flow[Denial | None]:
+    """Refuse a key in a form body; the body is read only if it is a form."""
+    if (
+        content_type is None
+        or not options._param_names
+        or content_type.partition(";")[0].strip(" \t").lower() != _FORM_TYPE
+    ):
+        return None
+    try:
+        body: bytes | None = yield Call("body", "read_form", (options.max_form_bytes,))
+    except StorageError:
+        return None
+    name = None if not body else _param_in(body.decode("latin-1"), options._param_names)
+    return None if name is None else _invalid(_NOT_IN_BODY.format(name))
+
+
+class Gate:
+    """What one middleware decides requests with; built once, used by every request.
+
+    Args:
+        options: The middleware's options.
+        settings: The key manager's verification settings.
+        environment: The environment keys must be of, or None.
+        limits: The rate limits, when the middleware has a limiter.
+    """
+
+    __slots__ = ("environment", "limits", "options", "prefix", "settings")
+
+    def __init__(
+        self,
+        options: MiddlewareOptions,
+        settings: VerifySettings,
+        environment: str | None,
+        limits: RateLimits | None,
+    ) -> None:
+        self.options = options
+        self.settings = settings
+        self.environment = environment
+        self.limits = limits
+        self.prefix = settings.key_format.prefix
+
+    def __repr__(self) -> str:
+        return f"Gate(options={self.options!r}, limits={self.limits!r})"
+
+
+#: What a request flow ends in: the Principal (None: anonymous) or a Denial, and the
+#: headers (lowercase names) to add to the app's response.
+Outcome = tuple[Principal | Denial | None, Headers]
+
+
 def request_flow(
-    options: MiddlewareOptions,
-    settings: VerifySettings,
-    environment: str | None,
+    gate: Gate,
+    method: str,
+    path: str,
     *,
     scheme: str,
     client: str | None,
@@ -145,53 +221,54 @@ def request_flow(
     api_key: str | None,
     query_string: str,
     content_type: str | None,
-) -> Flow[Principal | Denial | None]:
-    """Decide one request to a protected path: a Principal, a Denial, or None (anonymous).
+) -> Flow[Outcome]:
+    """Decide one request to a protected path.
 
     Header values are the latin-1 text the server received; duplicates of a
     header arrive joined by ``,`` (as WSGI servers do). A form body, when it
     must be inspected, is read with ``Call("body", "read_form", (limit,))``,
-    which returns its bytes or ``None`` (too large, unreadable).
+    which returns its bytes or ``None`` (too large, unreadable). With a
+    limiter, ``Call("limiter", "hit", ...)`` counts the request.
     """
+    options = gate.options
     if query_string and options._param_names:
         name = _param_in(query_string, options._param_names)
         if name is not None:
-            return _invalid(_NOT_IN_URL.format(name))
-    if authorization is not None:
-        if api_key is not None:
-            return _invalid(_BOTH_HEADERS.format(options.api_key_header))
-        token = _bearer(authorization, settings.key_format.prefix)
-        if isinstance(token, Denial):
-            return token
-    elif api_key is not None:
-        if "," in api_key:
-            return _invalid(f"send exactly one {options.api_key_header} header with one key")
-        token = api_key.strip(" \t")
-        if not token:
-            return _invalid(f"the {options.api_key_header} header is empty")
-    else:
-        if (
-            content_type is not None
-            and options._param_names
-            and content_type.partition(";")[0].strip(" \t").lower() == _FORM_TYPE
-        ):
-            try:
-                body: bytes | None = yield Call("body", "read_form", (options.max_form_bytes,))
-            except StorageError:
-                body = None
-            name = None if not body else _param_in(body.decode("latin-1"), options._param_names)
-            if name is not None:
-                return _invalid(_NOT_IN_BODY.format(name))
-        if options.optional:
-            return None
-        return Denial(DenialReason.MISSING_CREDENTIALS, _MISSING)
-    if options.require_https and scheme not in _SECURE_SCHEMES and not _is_local(client):
-        return _invalid(_NOT_HTTPS)
-    return (
-        yield from authenticate_flow(
-            settings, token, required_scopes=options.required_scopes, environment=environment
+            return _invalid(_NOT_IN_URL.format(name)), _NONE
+    token = _credential(options, gate.prefix, authorization, api_key)
+    limits = gate.limits
+    address = "unknown" if client is None else client
+    if token is None:
+        refusal = yield from _form_flow(options, content_type)
+        if refusal is not None:
+            return refusal, _NONE
+        if not options.optional:
+            return Denial(DenialReason.MISSING_CREDENTIALS, _MISSING), _NONE
+        if limits is None:
+            return None, _NONE
+        refusal, headers = yield from admit_flow(
+            limits, "anonymous:" + address, None, None, method, path
         )
+        return (None, headers) if refusal is None else (refusal, _NONE)
+    if isinstance(token, Denial):
+        return token, _NONE
+    if options.require_https and scheme not in _SECURE_SCHEMES and not _is_local(client):
+        return _invalid(_NOT_HTTPS), _NONE
+    if limits is not None and limits.failure is not None:
+        wait = limits.blocked_for(address)
+        if wait:
+            return blocked_denial(wait), _NONE
+    result = yield from authenticate_flow(
+        gate.settings, token, required_scopes=options.required_scopes, environment=gate.environment
     )
+    if limits is None:
+        return result, _NONE
+    if isinstance(result, Denial):
+        return (yield from failure_flow(limits, address, result)), _NONE
+    refusal, headers = yield from admit_flow(
+        limits, result.key_id, result.key_id, result.rate_limit, method, path
+    )
+    return (result, headers) if refusal is None else (refusal, _NONE)
 
 
 def scope_denial(principal: Principal, required: Collection[str]) -> Denial | None:

@@ -23,16 +23,39 @@ from typing import Any
 
 from ._flow import Denial, drive_async
 from ._http import Responder
+from ._limits import Headers, RateLimits
 from ._manager import AsyncKeyManager
 from ._options import MiddlewareOptions, options_for
-from ._request import ANONYMOUS, log_decision, request_flow
+from ._request import ANONYMOUS, Gate, log_decision, request_flow
 from ._types import ASGIApp, Message, Receive, Scope, Send
+from .ratelimit import AsyncRateLimiter
 
 __all__ = ["PRINCIPAL_SCOPE_KEY", "KeyguardMiddleware"]
 
 #: Where the principal (or ``None``) is put in the ASGI scope.
 PRINCIPAL_SCOPE_KEY = "keyguard.principal"
 _AUTHENTICATED_SCOPES = frozenset({"http", "websocket"})
+
+
+def _checked_limiter(limiter: object) -> AsyncRateLimiter | None:
+    if limiter is not None and not isinstance(limiter, AsyncRateLimiter):
+        raise TypeError(
+            f"the ASGI middleware needs an AsyncRateLimiter (with ahit), got "
+            f"{type(limiter).__name__}"
+        )
+    return limiter
+
+
+def _adding_headers(send: Send, headers: Headers) -> Send:
+    """``send``, adding ``headers`` to the response the app starts."""
+    raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+    async def sender(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *raw]}
+        await send(message)
+
+    return sender
 
 
 class _BodyReader:
@@ -85,6 +108,7 @@ class KeyguardMiddleware:
         app: ASGIApp,
         manager: AsyncKeyManager,
         options: MiddlewareOptions | None = None,
+        limiter: AsyncRateLimiter | None = None,
     ) -> None:
         if not isinstance(manager, AsyncKeyManager):
             raise TypeError(
@@ -93,10 +117,12 @@ class KeyguardMiddleware:
             )
         self.app = app
         self.manager = manager
-        self.options, self._environment = options_for(manager, options)
+        self.options, environment = options_for(manager, options)
+        self.limiter = _checked_limiter(limiter)
+        limits = None if limiter is None else RateLimits(self.options, manager.clock.monotonic)
+        self.gate = Gate(self.options, manager._settings, environment, limits)
         self.responder = Responder(self.options.realm)
-        self._settings = manager._settings
-        self._targets: dict[str, Any] = {"store": manager.store}
+        self._targets: dict[str, Any] = {"store": manager.store, "limiter": limiter}
         header = self.options.api_key_header
         self._api_key_name = header.lower().encode("latin-1") if header else None
 
@@ -112,7 +138,7 @@ class KeyguardMiddleware:
         root: str = scope.get("root_path", "")
         if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
             path = path[len(root) :] or "/"
-        if self.options.is_public(path):
+        if self.gate.options.is_public(path):
             scope["user"] = scope["auth"] = ANONYMOUS
             scope[PRINCIPAL_SCOPE_KEY] = None
             await self.app(scope, receive, send)
@@ -138,11 +164,12 @@ class KeyguardMiddleware:
         client = scope.get("client")
         host: str | None = client[0] if client else None
         query: bytes = scope.get("query_string", b"")
-        result = await drive_async(
+        method: str = scope.get("method", "WEBSOCKET")
+        result, headers = await drive_async(
             request_flow(
-                self.options,
-                self._settings,
-                self._environment,
+                self.gate,
+                method,
+                path,
                 scheme=scope.get("scheme", "http"),
                 client=host,
                 authorization=None if authorization is None else authorization.decode("latin-1"),
@@ -152,7 +179,6 @@ class KeyguardMiddleware:
             ),
             targets,
         )
-        method: str = scope.get("method", "WEBSOCKET")
         log_decision(method, path, host, result)
         if isinstance(result, Denial):
             await self._refuse(kind, method, send, result)
@@ -161,6 +187,8 @@ class KeyguardMiddleware:
         scope[PRINCIPAL_SCOPE_KEY] = result
         if reader is not None and reader.messages:
             receive = reader.replay
+        if headers and kind == "http":
+            send = _adding_headers(send, headers)
         await self.app(scope, receive, send)
 
     async def _refuse(self, kind: str, method: str, send: Send, denial: Denial) -> None:

@@ -23,15 +23,34 @@ from typing import Any
 
 from ._flow import Denial, drive_sync
 from ._http import Responder
+from ._limits import Headers, RateLimits
 from ._manager import KeyManager
 from ._options import MiddlewareOptions, options_for
-from ._request import log_decision, request_flow
+from ._request import Gate, log_decision, request_flow
 from ._types import StartResponse, WSGIApp, WSGIEnviron
+from .ratelimit import RateLimiter
 
 __all__ = ["PRINCIPAL_ENVIRON_KEY", "KeyguardWSGIMiddleware"]
 
 #: Where the principal (or ``None``) is put in the WSGI environ.
 PRINCIPAL_ENVIRON_KEY = "keyguard.principal"
+
+
+def _checked_limiter(limiter: object) -> RateLimiter | None:
+    if limiter is not None and not isinstance(limiter, RateLimiter):
+        raise TypeError(
+            f"the WSGI middleware needs a RateLimiter (with hit), got {type(limiter).__name__}"
+        )
+    return limiter
+
+
+def _adding_headers(start_response: StartResponse, headers: Headers) -> StartResponse:
+    """``start_response``, adding ``headers`` to the response the app starts."""
+
+    def start(status: str, app_headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        return start_response(status, [*app_headers, *headers], exc_info)
+
+    return start
 
 
 class _BodyReader:
@@ -75,6 +94,7 @@ class KeyguardWSGIMiddleware:
         app: WSGIApp,
         manager: KeyManager,
         options: MiddlewareOptions | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         if not isinstance(manager, KeyManager):
             raise TypeError(
@@ -83,10 +103,12 @@ class KeyguardWSGIMiddleware:
             )
         self.app = app
         self.manager = manager
-        self.options, self._environment = options_for(manager, options)
+        self.options, environment = options_for(manager, options)
+        self.limiter = _checked_limiter(limiter)
+        limits = None if limiter is None else RateLimits(self.options, manager.clock.monotonic)
+        self.gate = Gate(self.options, manager._settings, environment, limits)
         self.responder = Responder(self.options.realm)
-        self._settings = manager._settings
-        self._targets: dict[str, Any] = {"store": manager.store}
+        self._targets: dict[str, Any] = {"store": manager.store, "limiter": limiter}
         header = self.options.api_key_header
         self._api_key_key = "HTTP_" + header.upper().replace("-", "_") if header else None
 
@@ -95,7 +117,7 @@ class KeyguardWSGIMiddleware:
 
     def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO") or "/"
-        if self.options.is_public(path):
+        if self.gate.options.is_public(path):
             environ[PRINCIPAL_ENVIRON_KEY] = None
             return self.app(environ, start_response)
         authorization: str | None = environ.get("HTTP_AUTHORIZATION")
@@ -108,11 +130,12 @@ class KeyguardWSGIMiddleware:
             if content_type is not None:
                 targets = {**targets, "body": _BodyReader(environ)}
         client: str | None = environ.get("REMOTE_ADDR") or None
-        result = drive_sync(
+        method: str = environ.get("REQUEST_METHOD", "GET")
+        result, headers = drive_sync(
             request_flow(
-                self.options,
-                self._settings,
-                self._environment,
+                self.gate,
+                method,
+                path,
                 scheme=environ.get("wsgi.url_scheme", "http"),
                 client=client,
                 authorization=authorization,
@@ -122,11 +145,12 @@ class KeyguardWSGIMiddleware:
             ),
             targets,
         )
-        method: str = environ.get("REQUEST_METHOD", "GET")
         log_decision(method, path, client, result)
         if isinstance(result, Denial):
             response = self.responder.render(result)
             start_response(response.status_line, response.headers)
             return [b"" if method == "HEAD" else response.body]
         environ[PRINCIPAL_ENVIRON_KEY] = result
+        if headers:
+            start_response = _adding_headers(start_response, headers)
         return self.app(environ, start_response)

@@ -44,7 +44,11 @@ def load_example(database_url: str) -> Iterator[Load]:
 
 @pytest.fixture
 def make_key(database_url: str) -> MakeKey:
-    """``keyguard keys create`` with the given scopes; returns the token it printed."""
+    """``keyguard keys create`` with the given scopes (after ``keyguard db init``);
+    returns the token it printed."""
+
+    init_err = io.StringIO()
+    assert cli.main(["db", "init"], stdout=io.StringIO(), stderr=init_err) == 0, init_err
 
     def make(*scopes: str, owner: str = "acme") -> str:
         out, err = io.StringIO(), io.StringIO()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from wsgiref.validate import validator
 
+import pytest
+
 from keyguard import KeyguardWSGIMiddleware
 from tests._http_drivers import Request, wsgi_call
 from tests.examples.conftest import Load, MakeKey
@@ -88,3 +90,42 @@ def test_revoking_with_the_cli_takes_effect(load_example: Load, make_key: MakeKe
     # The app's lookup cache trusts a record for at most its TTL; a fresh app sees it at once.
     fresh = _validated_app(load_example)
     assert wsgi_call(fresh, Request(headers=headers)).status == 401
+
+
+def test_rate_limit_from_the_environment(
+    load_example: Load, make_key: MakeKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEYGUARD_RATE_LIMIT", "2/minute")
+    app = _validated_app(load_example)
+    headers = [(b"authorization", f"Bearer {make_key('billing:read')}".encode())]
+    first = wsgi_call(app, Request(headers=headers))
+    assert first.header("ratelimit-policy") == '"default";q=2;w=60'
+    assert wsgi_call(app, Request(headers=headers)).status == 200
+    refused = wsgi_call(app, Request(headers=headers))
+    assert refused.status == 429
+    assert refused.header("retry-after") == "30"
+
+
+@pytest.mark.redis
+def test_rate_limit_kept_in_redis_when_configured(
+    load_example: Load, make_key: MakeKey, monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    import redis
+
+    monkeypatch.setenv("KEYGUARD_RATE_LIMIT", "2/minute")
+    monkeypatch.setenv("KEYGUARD_REDIS_URL", redis_url)
+    token = make_key("billing:read")
+    headers = [(b"authorization", f"Bearer {token}".encode())]
+    client = redis.Redis.from_url(redis_url)
+    pattern = "kg:rl:{" + token.split("_")[2] + "}*"
+    try:
+        # Two app instances (two processes, as far as the limit is concerned) share it.
+        first, second = _validated_app(load_example), _validated_app(load_example)
+        assert wsgi_call(first, Request(headers=headers)).status == 200
+        assert wsgi_call(second, Request(headers=headers)).status == 200
+        assert wsgi_call(first, Request(headers=headers)).status == 429
+        assert list(client.scan_iter(match=pattern))
+    finally:
+        for key in client.scan_iter(match=pattern):
+            client.delete(key)
+        client.close()

@@ -43,6 +43,7 @@ from .._options import MiddlewareOptions
 from .._records import Principal
 from .._request import scope_denial
 from ..asgi import PRINCIPAL_SCOPE_KEY, KeyguardMiddleware
+from ..ratelimit import AsyncRateLimiter
 
 __all__ = ["Keyguard", "KeyguardHTTPException", "problem_response"]
 
@@ -82,6 +83,8 @@ class Keyguard(SecurityBase):
         manager: The :class:`~keyguard.AsyncKeyManager`; needed by
             :meth:`init_app`, not by the dependency itself (which reads what
             the middleware put in the scope).
+        limiter: An :class:`~keyguard.ratelimit.AsyncRateLimiter` for the
+            options' rate limits (``MemoryRateLimiter``, ``RedisRateLimiter``).
         options: A :class:`~keyguard.MiddlewareOptions`, or its fields as
             keyword arguments.
         scheme_name: The security scheme's name in the OpenAPI document.
@@ -97,6 +100,7 @@ class Keyguard(SecurityBase):
         self,
         manager: AsyncKeyManager | None = None,
         *,
+        limiter: AsyncRateLimiter | None = None,
         options: MiddlewareOptions | None = None,
         scheme_name: str = "APIKey",
         description: str | None = "An API key, sent as Authorization: Bearer <key>.",
@@ -109,6 +113,7 @@ class Keyguard(SecurityBase):
         elif kwargs:
             raise TypeError("pass either options=MiddlewareOptions(...) or keyword options")
         self.manager = manager
+        self.limiter = limiter
         self.options = options
         self.auto_error = auto_error
         self.public_docs = public_docs
@@ -134,7 +139,9 @@ class Keyguard(SecurityBase):
             extra = [url for url in urls if url and url not in options.public_paths]
             if extra:
                 options = replace(options, public_paths=(*options.public_paths, *extra))
-        app.add_middleware(KeyguardMiddleware, manager=self.manager, options=options)
+        app.add_middleware(
+            KeyguardMiddleware, manager=self.manager, options=options, limiter=self.limiter
+        )
         app.add_exception_handler(KeyguardHTTPException, problem_response)
 
     async def __call__(

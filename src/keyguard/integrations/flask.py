@@ -42,6 +42,7 @@ from .._manager import KeyManager
 from .._options import MiddlewareOptions
 from .._records import Principal
 from .._request import scope_denial
+from ..ratelimit import RateLimiter
 from ..wsgi import PRINCIPAL_ENVIRON_KEY, KeyguardWSGIMiddleware
 
 __all__ = ["G_ATTRIBUTE", "Keyguard", "current_principal", "require_scopes"]
@@ -60,6 +61,8 @@ class Keyguard:
     Args:
         app: The app; or call :meth:`init_app` later (application factories).
         manager: The :class:`~keyguard.KeyManager`.
+        limiter: A :class:`~keyguard.ratelimit.RateLimiter` for the options'
+            rate limits (``MemoryRateLimiter``, ``RedisRateLimiter``).
         options: A :class:`~keyguard.MiddlewareOptions`, or its fields as
             keyword arguments.
 
@@ -73,6 +76,7 @@ class Keyguard:
         app: Flask | None = None,
         manager: KeyManager | None = None,
         *,
+        limiter: RateLimiter | None = None,
         options: MiddlewareOptions | None = None,
         **kwargs: Any,
     ) -> None:
@@ -81,6 +85,7 @@ class Keyguard:
         elif kwargs:
             raise TypeError("pass either options=MiddlewareOptions(...) or keyword options")
         self.manager = manager
+        self.limiter = limiter
         self.options = options
         self.responder = Responder(options.realm)
         if app is not None:
@@ -94,7 +99,7 @@ class Keyguard:
         if not isinstance(self.manager, KeyManager):
             raise TypeError("Keyguard needs manager=KeyManager(...) (the synchronous manager)")
         app.wsgi_app = KeyguardWSGIMiddleware(  # type: ignore[method-assign]
-            app.wsgi_app, self.manager, options=self.options
+            app.wsgi_app, self.manager, options=self.options, limiter=self.limiter
         )
         app.extensions[_EXTENSION] = self
         app.before_request(_load_principal)
