@@ -2,11 +2,16 @@
 
 Each row calls an ASGI app directly with a prepared scope, ``receive`` and
 ``send`` (no HTTP client, no server), so the numbers are the middleware's
-own. The app is a bare Starlette app with one route; the rows are the bare
-app, keyguard's middleware (memory store) in front of it, and Starlette's
-``AuthenticationMiddleware`` with a backend that looks the bearer token up in
-a dict (the cheapest authentication there is). The "overhead" rows subtract
-the bare app, measured in the same run.
+own. The app is a bare Starlette app with one route; in front of it:
+
+- keyguard's middleware (memory store), alone and with a ``MemoryRateLimiter``
+  (the full stack: RateLimit headers on every response);
+- Starlette's ``AuthenticationMiddleware`` with a backend that looks the
+  bearer token up in a dict (the cheapest authentication there is), alone and
+  with slowapi's pure-ASGI middleware (``limits`` in memory, headers on).
+
+The "overhead" rows subtract the bare app, measured in the same run. The
+policies are large enough that no request is refused while measured.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from typing import Any
 from _harness import Row, time_async
 
 
-def _apps() -> tuple[Any, Any, Any, list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+def _apps() -> tuple[dict[str, Any], list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+    from slowapi import Limiter
+    from slowapi.middleware import SlowAPIASGIMiddleware
     from starlette.applications import Starlette
     from starlette.authentication import (
         AuthCredentials,
@@ -31,7 +38,7 @@ def _apps() -> tuple[Any, Any, Any, list[tuple[bytes, bytes]], list[tuple[bytes,
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
 
-    from keyguard import AsyncKeyManager
+    from keyguard import AsyncKeyManager, MemoryRateLimiter, MiddlewareOptions
     from keyguard.asgi import KeyguardMiddleware
     from keyguard.stores import MemoryKeyStore
 
@@ -44,6 +51,11 @@ def _apps() -> tuple[Any, Any, Any, list[tuple[bytes, bytes]], list[tuple[bytes,
     manager = AsyncKeyManager(MemoryKeyStore())
     issued = asyncio.run(manager.create("bench", scopes=["billing:read"]))
     keyguarded = Starlette(routes=routes, middleware=[Middleware(KeyguardMiddleware, manager)])
+    limited = MiddlewareOptions(rate_limit="1000000000/minute")
+    full_stack = Starlette(
+        routes=routes,
+        middleware=[Middleware(KeyguardMiddleware, manager, limited, MemoryRateLimiter())],
+    )
 
     tokens = {issued.token: ("bench", ["billing:read"])}
 
@@ -64,6 +76,19 @@ def _apps() -> tuple[Any, Any, Any, list[tuple[bytes, bytes]], list[tuple[bytes,
     starlette_auth = Starlette(
         routes=routes, middleware=[Middleware(AuthenticationMiddleware, backend=DictBackend())]
     )
+    slowapi = Limiter(
+        key_func=lambda request: request.user.display_name,
+        default_limits=["1000000000/minute"],
+        headers_enabled=True,
+    )
+    starlette_slowapi = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(AuthenticationMiddleware, backend=DictBackend()),
+            Middleware(SlowAPIASGIMiddleware),
+        ],
+    )
+    starlette_slowapi.state.limiter = slowapi
     common = [
         (b"host", b"api.example.com"),
         (b"user-agent", b"bench/1.0"),
@@ -71,11 +96,18 @@ def _apps() -> tuple[Any, Any, Any, list[tuple[bytes, bytes]], list[tuple[bytes,
         (b"accept-encoding", b"gzip, deflate"),
     ]
     with_key = [*common, (b"authorization", f"Bearer {issued.token}".encode())]
-    return bare, keyguarded, starlette_auth, common, with_key
+    apps = {
+        "bare": bare,
+        "keyguard": keyguarded,
+        "keyguard+limiter": full_stack,
+        "starlette": starlette_auth,
+        "starlette+slowapi": starlette_slowapi,
+    }
+    return apps, common, with_key
 
 
 def rows() -> Iterator[Row]:
-    bare, keyguarded, starlette_auth, common, with_key = _apps()
+    apps, common, with_key = _apps()
     base_scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -91,6 +123,7 @@ def rows() -> Iterator[Row]:
     }
     request = {"type": "http.request", "body": b"", "more_body": False}
     statuses: list[int] = []
+    headers_seen: list[list[tuple[bytes, bytes]]] = []
 
     async def receive() -> dict[str, Any]:
         return request
@@ -98,6 +131,7 @@ def rows() -> Iterator[Row]:
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             statuses.append(message["status"])
+            headers_seen.append(message["headers"])
 
     def caller(app: Any, headers: list[tuple[bytes, bytes]]) -> Any:
         async def call() -> None:
@@ -107,36 +141,41 @@ def rows() -> Iterator[Row]:
 
     async def measure() -> dict[str, float]:
         results = {}
-        for name, app, headers, expected in (
-            ("bare", bare, common, 200),
-            ("keyguard", keyguarded, with_key, 200),
-            ("starlette", starlette_auth, with_key, 200),
-            ("keyguard-401", keyguarded, common, 401),
+        for name, headers, expected, limit_header in (
+            ("bare", common, 200, None),
+            ("keyguard", with_key, 200, None),
+            ("keyguard+limiter", with_key, 200, b"ratelimit"),
+            ("starlette", with_key, 200, None),
+            ("starlette+slowapi", with_key, 200, b"x-ratelimit-remaining"),
+            ("keyguard-401", common, 401, None),
         ):
+            app = apps[name.split("-")[0]]
             statuses.clear()
+            headers_seen.clear()
             await caller(app, headers)()
             assert statuses == [expected], (name, statuses)
+            if limit_header is not None:
+                assert any(k == limit_header for k, _ in headers_seen[0]), (name, headers_seen)
             results[name] = await time_async(caller(app, headers))
         return results
 
     results = asyncio.run(measure())
     group = "middleware (ASGI)"
-    yield Row(group, "bare Starlette app, one route", results["bare"])
+    bare = results["bare"]
+    yield Row(group, "bare Starlette app, one route", bare)
     yield Row(group, "keyguard middleware, valid key (memory store)", results["keyguard"])
+    yield Row(group, "  + MemoryRateLimiter (full stack)", results["keyguard+limiter"])
+    yield Row(group, "Starlette AuthenticationMiddleware, dict lookup", results["starlette"])
+    yield Row(group, "  + slowapi ASGI middleware (limits, memory)", results["starlette+slowapi"])
+    yield Row(group, "keyguard middleware, refusal (401, no key)", results["keyguard-401"])
+    yield Row(group, "overhead: keyguard auth", results["keyguard"] - bare)
     yield Row(
         group,
-        "Starlette AuthenticationMiddleware, dict lookup",
-        results["starlette"],
-    )
-    yield Row(
-        group,
-        "overhead: keyguard over bare Starlette",
-        results["keyguard"] - results["bare"],
+        "overhead: keyguard auth + memory limiter",
+        results["keyguard+limiter"] - bare,
         note="target <= 5",
     )
+    yield Row(group, "overhead: Starlette auth (dict)", results["starlette"] - bare)
     yield Row(
-        group,
-        "overhead: Starlette AuthenticationMiddleware over bare",
-        results["starlette"] - results["bare"],
+        group, "overhead: Starlette auth (dict) + slowapi", results["starlette+slowapi"] - bare
     )
-    yield Row(group, "keyguard middleware, refusal (401, no key)", results["keyguard-401"])

@@ -16,10 +16,17 @@ from collections.abc import Callable, Sequence
 from ._errors import StorageError
 from ._flow import Call, Denial, DenialReason, Flow
 from ._options import MiddlewareOptions
-from .ratelimit import Policy, RateLimitDecision, applicable_policies, rate_limit_headers
+from .ratelimit import (
+    Policy,
+    PolicyState,
+    RateLimitDecision,
+    applicable_policies,
+    rate_limit_headers,
+)
 
 __all__ = [
     "FAILURE_REASONS",
+    "HeaderRenderer",
     "RateLimits",
     "admit_flow",
     "blocked_denial",
@@ -40,8 +47,8 @@ FAILURE_REASONS = frozenset(
         DenialReason.EXPIRED,
     }
 )
-_NO_HEADERS: Headers = ()
 _MAX_BLOCKED = 10_000
+_MAX_POLICIES = 4096
 
 
 class RateLimits:
@@ -66,7 +73,10 @@ class RateLimits:
         return f"RateLimits(default={self.default!r}, failure={self.failure!r})"
 
     def policies(self, key_policy: Policy | None, method: str, path: str) -> tuple[Policy, ...]:
-        routes = self.options.route_policies(method, path) if self.options._routes else ()
+        if not self.options._routes:
+            base = key_policy if key_policy is not None else self.default
+            return () if base is None else (base,)
+        routes = self.options.route_policies(method, path)
         try:
             return applicable_policies(self.default, key_policy, routes)
         except ValueError:
@@ -105,6 +115,61 @@ def headers_of(decision: RateLimitDecision, legacy: bool) -> list[tuple[str, str
     return [(name.lower(), value) for name, value in rate_limit_headers(decision, legacy=legacy)]
 
 
+class HeaderRenderer:
+    """The rate-limit headers of an admitted request, as :func:`headers_of` makes them,
+    with each policy's constant parts made once: this runs on every limited response.
+
+    Args:
+        legacy: Also the ``X-RateLimit-*`` headers (then every decision takes
+            the general path).
+    """
+
+    __slots__ = ("_legacy", "_policies")
+
+    def __init__(self, legacy: bool) -> None:
+        self._legacy = legacy
+        self._policies: dict[int, tuple[Policy, str, str, bytes, str]] = {}
+
+    def __repr__(self) -> str:
+        return f"HeaderRenderer(legacy={self._legacy})"
+
+    def _parts(self, policy: Policy) -> tuple[Policy, str, str, bytes, str]:
+        cached = self._policies.get(id(policy))
+        if cached is not None and cached[0] is policy:
+            return cached
+        if len(self._policies) >= _MAX_POLICIES:
+            self._policies.clear()
+        [(_, policy_field), (_, limit_field)] = rate_limit_headers(
+            RateLimitDecision(True, (PolicyState(policy, 0, 0.0),))
+        )
+        prefix = limit_field[: limit_field.rindex(";r=")]
+        parts = (policy, policy_field, prefix + ";r=", policy_field.encode("latin-1"), ";t=")
+        self._policies[id(policy)] = parts
+        return parts
+
+    def text(self, decision: RateLimitDecision) -> list[tuple[str, str]]:
+        """Lowercase ``(name, value)`` string pairs (WSGI)."""
+        states = decision.states
+        if len(states) != 1 or self._legacy:
+            return headers_of(decision, self._legacy)
+        policy, remaining, reset = states[0]
+        _, policy_field, prefix, _, t = self._parts(policy)
+        whole = int(reset)
+        limit = f"{prefix}{remaining}{t}{whole if whole == reset else whole + 1}"
+        return [("ratelimit-policy", policy_field), ("ratelimit", limit)]
+
+    def raw(self, decision: RateLimitDecision) -> list[tuple[bytes, bytes]]:
+        """Lowercase ``(name, value)`` byte pairs (ASGI)."""
+        states = decision.states
+        if len(states) != 1 or self._legacy:
+            return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.text(decision)]
+        policy, remaining, reset = states[0]
+        _, _, prefix, policy_raw, t = self._parts(policy)
+        whole = int(reset)
+        limit = f"{prefix}{remaining}{t}{whole if whole == reset else whole + 1}"
+        return [(b"ratelimit-policy", policy_raw), (b"ratelimit", limit.encode("latin-1"))]
+
+
 def _limited(decision: RateLimitDecision, headers: Headers, key_id: str | None) -> Denial:
     if decision.degraded == "closed":
         return Denial(
@@ -130,11 +195,12 @@ def admit_flow(
     key_policy: Policy | None,
     method: str,
     path: str,
-) -> Flow[tuple[Denial | None, Headers]]:
-    """Count an accepted request against its policies: (refusal or None, headers to send)."""
+) -> Flow[tuple[Denial | None, RateLimitDecision | None]]:
+    """Count an accepted request against its policies: (refusal or None, the decision whose
+    headers the response gets, or None when no policy applies)."""
     policies = limits.policies(key_policy, method, path)
     if not policies:
-        return None, _NO_HEADERS
+        return None, None
     try:
         decision: RateLimitDecision = yield Call("limiter", "hit", (key, policies))
     except StorageError:
@@ -144,11 +210,10 @@ def admit_flow(
             "the rate limiter is unavailable; try again shortly",
             key_id=key_id,
             retry_after=1,
-        ), _NO_HEADERS
-    headers = headers_of(decision, limits.legacy)
+        ), None
     if decision.allowed:
-        return None, headers
-    return _limited(decision, headers, key_id), _NO_HEADERS
+        return None, decision
+    return _limited(decision, headers_of(decision, limits.legacy), key_id), None
 
 
 def blocked_denial(seconds: float) -> Denial:

@@ -22,9 +22,10 @@ from urllib.parse import unquote_plus
 from ._errors import StorageError
 from ._flow import Call, Denial, DenialReason, Flow, VerifySettings, authenticate_flow
 from ._http import STATUS_BY_REASON
-from ._limits import Headers, RateLimits, admit_flow, blocked_denial, failure_flow
+from ._limits import RateLimits, admit_flow, blocked_denial, failure_flow
 from ._options import MiddlewareOptions
 from ._records import Principal
+from .ratelimit import RateLimitDecision
 
 __all__ = [
     "ANONYMOUS",
@@ -44,7 +45,6 @@ _LOCAL_PREFIXES = ("127.", "::ffff:127.")
 _LOCAL_HOSTS = frozenset({"::1", "localhost", "testclient"})
 _SECURE_SCHEMES = frozenset({"https", "wss"})
 _MAX_LOGGED = 200
-_NONE: Headers = ()
 
 
 class Anonymous:
@@ -206,8 +206,8 @@ class Gate:
 
 
 #: What a request flow ends in: the Principal (None: anonymous) or a Denial, and the
-#: headers (lowercase names) to add to the app's response.
-Outcome = tuple[Principal | Denial | None, Headers]
+#: rate-limit decision whose headers the app's response gets (None: no headers).
+Outcome = tuple[Principal | Denial | None, RateLimitDecision | None]
 
 
 def request_flow(
@@ -234,41 +234,41 @@ def request_flow(
     if query_string and options._param_names:
         name = _param_in(query_string, options._param_names)
         if name is not None:
-            return _invalid(_NOT_IN_URL.format(name)), _NONE
+            return _invalid(_NOT_IN_URL.format(name)), None
     token = _credential(options, gate.prefix, authorization, api_key)
     limits = gate.limits
     address = "unknown" if client is None else client
     if token is None:
         refusal = yield from _form_flow(options, content_type)
         if refusal is not None:
-            return refusal, _NONE
+            return refusal, None
         if not options.optional:
-            return Denial(DenialReason.MISSING_CREDENTIALS, _MISSING), _NONE
+            return Denial(DenialReason.MISSING_CREDENTIALS, _MISSING), None
         if limits is None:
-            return None, _NONE
-        refusal, headers = yield from admit_flow(
+            return None, None
+        refusal, decision = yield from admit_flow(
             limits, "anonymous:" + address, None, None, method, path
         )
-        return (None, headers) if refusal is None else (refusal, _NONE)
+        return (None, decision) if refusal is None else (refusal, None)
     if isinstance(token, Denial):
-        return token, _NONE
+        return token, None
     if options.require_https and scheme not in _SECURE_SCHEMES and not _is_local(client):
-        return _invalid(_NOT_HTTPS), _NONE
+        return _invalid(_NOT_HTTPS), None
     if limits is not None and limits.failure is not None:
         wait = limits.blocked_for(address)
         if wait:
-            return blocked_denial(wait), _NONE
+            return blocked_denial(wait), None
     result = yield from authenticate_flow(
         gate.settings, token, required_scopes=options.required_scopes, environment=gate.environment
     )
     if limits is None:
-        return result, _NONE
+        return result, None
     if isinstance(result, Denial):
-        return (yield from failure_flow(limits, address, result)), _NONE
-    refusal, headers = yield from admit_flow(
+        return (yield from failure_flow(limits, address, result)), None
+    refusal, decision = yield from admit_flow(
         limits, result.key_id, result.key_id, result.rate_limit, method, path
     )
-    return (result, headers) if refusal is None else (refusal, _NONE)
+    return (result, decision) if refusal is None else (refusal, None)
 
 
 def scope_denial(principal: Principal, required: Collection[str]) -> Denial | None:

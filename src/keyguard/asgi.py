@@ -23,7 +23,7 @@ from typing import Any
 
 from ._flow import Denial, drive_async
 from ._http import Responder
-from ._limits import Headers, RateLimits
+from ._limits import HeaderRenderer, RateLimits
 from ._manager import AsyncKeyManager
 from ._options import MiddlewareOptions, options_for
 from ._request import ANONYMOUS, Gate, log_decision, request_flow
@@ -46,9 +46,8 @@ def _checked_limiter(limiter: object) -> AsyncRateLimiter | None:
     return limiter
 
 
-def _adding_headers(send: Send, headers: Headers) -> Send:
-    """``send``, adding ``headers`` to the response the app starts."""
-    raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+def _adding_headers(send: Send, raw: list[tuple[bytes, bytes]]) -> Send:
+    """``send``, adding ``raw`` headers to the response the app starts."""
 
     async def sender(message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -121,6 +120,7 @@ class KeyguardMiddleware:
         self.limiter = _checked_limiter(limiter)
         limits = None if limiter is None else RateLimits(self.options, manager.clock.monotonic)
         self.gate = Gate(self.options, manager._settings, environment, limits)
+        self._headers = HeaderRenderer(self.options.legacy_rate_limit_headers)
         self.responder = Responder(self.options.realm)
         self._targets: dict[str, Any] = {"store": manager.store, "limiter": limiter}
         header = self.options.api_key_header
@@ -165,7 +165,7 @@ class KeyguardMiddleware:
         host: str | None = client[0] if client else None
         query: bytes = scope.get("query_string", b"")
         method: str = scope.get("method", "WEBSOCKET")
-        result, headers = await drive_async(
+        result, decision = await drive_async(
             request_flow(
                 self.gate,
                 method,
@@ -187,8 +187,8 @@ class KeyguardMiddleware:
         scope[PRINCIPAL_SCOPE_KEY] = result
         if reader is not None and reader.messages:
             receive = reader.replay
-        if headers and kind == "http":
-            send = _adding_headers(send, headers)
+        if decision is not None and kind == "http":
+            send = _adding_headers(send, self._headers.raw(decision))
         await self.app(scope, receive, send)
 
     async def _refuse(self, kind: str, method: str, send: Send, denial: Denial) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from ._flow import Denial, drive_sync
 from ._http import Responder
-from ._limits import Headers, RateLimits
+from ._limits import HeaderRenderer, RateLimits
 from ._manager import KeyManager
 from ._options import MiddlewareOptions, options_for
 from ._request import Gate, log_decision, request_flow
@@ -44,7 +44,7 @@ def _checked_limiter(limiter: object) -> RateLimiter | None:
     return limiter
 
 
-def _adding_headers(start_response: StartResponse, headers: Headers) -> StartResponse:
+def _adding_headers(start_response: StartResponse, headers: list[tuple[str, str]]) -> StartResponse:
     """``start_response``, adding ``headers`` to the response the app starts."""
 
     def start(status: str, app_headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -107,6 +107,7 @@ class KeyguardWSGIMiddleware:
         self.limiter = _checked_limiter(limiter)
         limits = None if limiter is None else RateLimits(self.options, manager.clock.monotonic)
         self.gate = Gate(self.options, manager._settings, environment, limits)
+        self._headers = HeaderRenderer(self.options.legacy_rate_limit_headers)
         self.responder = Responder(self.options.realm)
         self._targets: dict[str, Any] = {"store": manager.store, "limiter": limiter}
         header = self.options.api_key_header
@@ -131,7 +132,7 @@ class KeyguardWSGIMiddleware:
                 targets = {**targets, "body": _BodyReader(environ)}
         client: str | None = environ.get("REMOTE_ADDR") or None
         method: str = environ.get("REQUEST_METHOD", "GET")
-        result, headers = drive_sync(
+        result, decision = drive_sync(
             request_flow(
                 self.gate,
                 method,
@@ -151,6 +152,6 @@ class KeyguardWSGIMiddleware:
             start_response(response.status_line, response.headers)
             return [b"" if method == "HEAD" else response.body]
         environ[PRINCIPAL_ENVIRON_KEY] = result
-        if headers:
-            start_response = _adding_headers(start_response, headers)
+        if decision is not None:
+            start_response = _adding_headers(start_response, self._headers.text(decision))
         return self.app(environ, start_response)
