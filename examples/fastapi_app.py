@@ -17,6 +17,8 @@ has the whole walkthrough.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Security
@@ -26,13 +28,25 @@ from examples import _billing
 from keyguard import AsyncKeyManager, Principal
 from keyguard.integrations.fastapi import Keyguard
 
+manager = AsyncKeyManager(_billing.key_store(), hasher=_billing.hasher())
+limiter = _billing.limiter()
 keyguard = Keyguard(
-    AsyncKeyManager(_billing.key_store(), hasher=_billing.hasher()),
-    limiter=_billing.limiter(),
+    manager,
+    limiter=limiter,
     public_paths=_billing.PUBLIC_PATHS,
     rate_limit=_billing.rate_limit(),
 )
-app = FastAPI(title="Billing API (keyguard example)")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    # Writes the last-used times still pending, then closes the connections.
+    await manager.aclose()
+    await limiter.aclose()
+
+
+app = FastAPI(title="Billing API (keyguard example)", lifespan=lifespan)
 keyguard.init_app(app)
 book = _billing.InvoiceBook()
 

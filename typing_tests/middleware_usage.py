@@ -14,6 +14,7 @@ from keyguard import (
     KeyguardMiddleware,
     KeyguardWSGIMiddleware,
     KeyManager,
+    MemoryRateLimiter,
     MiddlewareOptions,
     Principal,
 )
@@ -55,3 +56,16 @@ def flask_invoices() -> dict[str, str]:
     principal: Principal | None = g.keyguard_principal
     current = kg_flask.current_principal()
     return {"owner": principal.owner if principal else "", "same": str(current is principal)}
+
+
+limited = MiddlewareOptions(rate_limit="100/minute", route_limits={"POST /invoices": "10/minute"})
+KeyguardMiddleware(
+    starlette_app, AsyncKeyManager(MemoryKeyStore()), limited, limiter=MemoryRateLimiter()
+)
+KeyguardWSGIMiddleware(
+    flask_app.wsgi_app, KeyManager(MemoryKeyStore()), limited, MemoryRateLimiter()
+)
+kg_fastapi.Keyguard(
+    AsyncKeyManager(MemoryKeyStore()), limiter=MemoryRateLimiter(), rate_limit="5/s"
+)
+kg_flask.Keyguard(Flask("x"), KeyManager(MemoryKeyStore()), limiter=MemoryRateLimiter())

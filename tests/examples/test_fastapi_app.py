@@ -15,7 +15,7 @@ from tests.examples.conftest import Load, MakeKey
 async def example(load_example: Load) -> AsyncIterator[ModuleType]:
     module = load_example("fastapi_app")
     yield module
-    await module.keyguard.manager.aclose()
+    await module.manager.aclose()
 
 
 async def _client(module: ModuleType) -> httpx.AsyncClient:
