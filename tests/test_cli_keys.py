@@ -224,6 +224,29 @@ def test_revoke_announces_on_redis(db: str, redis_url: str) -> None:
         listener.close()
 
 
+def test_rotate_announces_on_the_redis_named_by_the_environment(
+    db: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keyguard.stores.redis_broadcast import RedisRevocationBroadcast
+
+    channel = f"keyguard-test:{uuid.uuid4().hex}"
+    monkeypatch.setenv("KEYGUARD_REDIS_URL", redis_url)
+    listener = RedisRevocationBroadcast(redis_url, channel=channel)
+    try:
+        assert listener.poll() is None
+        key_id = run("keys", "create", "--owner", "acme", "--json").json()["key_id"]
+        result = run("keys", "rotate", key_id, "--redis-channel", channel)
+        assert result.code == 0
+        assert "announced" in result.err
+        heard: list[str] = []
+        deadline = time.monotonic() + 2
+        while not heard and time.monotonic() < deadline:
+            heard.extend(listener.poll() or [])
+        assert heard == [key_id]  # the replaced key, whose expiry changed
+    finally:
+        listener.close()
+
+
 def test_an_unreachable_redis_is_a_warning_not_a_failure(db: str) -> None:
     key_id = run("keys", "create", "--owner", "acme", "--json").json()["key_id"]
     result = run("keys", "revoke", key_id, "--redis-url", "redis://127.0.0.1:1/0")
