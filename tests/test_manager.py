@@ -317,6 +317,70 @@ def test_create_validation(make: Factory) -> None:
         env.manager.create("acme", expires_in=timedelta(0))
 
 
+_SHA = "sha256$" + "0" * 64
+
+
+@pytest.mark.parametrize(
+    ("operation", "error", "match"),
+    [
+        pytest.param(lambda m, k: m.create("acme", None), TypeError, "name", id="create-name"),
+        pytest.param(
+            lambda m, k: m.create("acme", metadata={"a": object()}),
+            ValueError,
+            "JSON",
+            id="create-metadata-object",
+        ),
+        pytest.param(
+            lambda m, k: m.create("acme", metadata={1: "x"}),
+            ValueError,
+            "keys must be strings",
+            id="create-metadata-int-key",
+        ),
+        pytest.param(
+            lambda m, k: m.create("acme", metadata={"x": float("nan")}),
+            ValueError,
+            "JSON",
+            id="create-metadata-nan",
+        ),
+        pytest.param(
+            lambda m, k: m.create("acme", metadata=["a"]),
+            TypeError,
+            "mapping",
+            id="create-metadata-list",
+        ),
+        pytest.param(lambda m, k: m.update(k, name=3), TypeError, "name", id="update-name"),
+        pytest.param(
+            lambda m, k: m.update(k, metadata={"a": {1, 2}}),
+            ValueError,
+            "JSON",
+            id="update-metadata-set",
+        ),
+        pytest.param(
+            lambda m, k: m.import_key("legacy09", _SHA, owner="acme", name=None),
+            TypeError,
+            "name",
+            id="import-name",
+        ),
+        pytest.param(
+            lambda m, k: m.import_key("legacy09", _SHA, owner="acme", environment=""),
+            ValueError,
+            "environment",
+            id="import-environment",
+        ),
+    ],
+)
+def test_names_and_metadata_every_store_can_keep(
+    make: Factory, operation: Callable[[Any, str], object], error: type, match: str
+) -> None:
+    """Refused before any write, so that a store never sees (or quotes back) such a record."""
+    env = make()
+    issued = env.manager.create("acme", "ci", metadata={"team": "payments"})
+    with pytest.raises(error, match=match):
+        operation(env.manager, issued.key_id)
+    assert [r.key_id for r in env.store.list_keys()] == [issued.key_id]
+    assert env.store.get(issued.key_id) == issued.record
+
+
 def test_per_key_rate_limit_is_carried_to_the_principal(make: Factory) -> None:
     env = make()
     policy = Policy("per-key", quota=5, window=1)

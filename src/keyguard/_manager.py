@@ -7,6 +7,7 @@ over a :class:`~keyguard.stores.KeyStore`, the async one over an
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -45,6 +46,30 @@ def _scopes(scopes: Iterable[str]) -> frozenset[str]:
     for scope in result:
         if not isinstance(scope, str) or not scope or any(c.isspace() for c in scope):
             raise ValueError(f"a scope must be a non-empty string without spaces, got {scope!r}")
+    return result
+
+
+def _text(field: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{field} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``metadata``, refused unless every store can keep it exactly (as JSON)."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a mapping, not {type(metadata).__name__}")
+    result = dict(metadata)
+    if not all(isinstance(k, str) for k in result):
+        raise ValueError("metadata keys must be strings (it is stored as a JSON object)")
+    try:
+        json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"metadata must be JSON-able (strings, numbers, booleans, None, lists and dicts): {exc}"
+        ) from None
     return result
 
 
@@ -118,6 +143,7 @@ class _KeyOperations:
     ) -> Flow[IssuedKey]:
         if not isinstance(owner, str) or not owner:
             raise ValueError("owner must be a non-empty string")
+        _text("name", name)
         if expires_at is not None and expires_in is not None:
             raise ValueError("give expires_at or expires_in, not both")
         now = self.clock.now()
@@ -128,6 +154,7 @@ class _KeyOperations:
         if expires_at is not None and expires_at.tzinfo is None:
             raise ValueError("expires_at must be timezone-aware (use datetime.UTC)")
         granted = _scopes(scopes)
+        extra = _metadata(metadata)
         for attempt in range(_CREATE_ATTEMPTS):
             key = generate_key(self.key_format, environment)
             record = KeyRecord(
@@ -139,7 +166,7 @@ class _KeyOperations:
                 scopes=granted,
                 created_at=now,
                 expires_at=expires_at,
-                metadata=dict(metadata or {}),
+                metadata=extra,
                 rate_limit=rate_limit,
             )
             try:
@@ -194,10 +221,10 @@ class _KeyOperations:
         if isinstance(expires_at, datetime) and expires_at.tzinfo is None:
             raise ValueError("expires_at must be timezone-aware (use datetime.UTC)")
         changes = KeyChanges(
-            name=name,
+            name=name if isinstance(name, _Unset) else _text("name", name),
             scopes=scopes if isinstance(scopes, _Unset) else _scopes(scopes),
             expires_at=expires_at,
-            metadata=metadata if isinstance(metadata, _Unset) else dict(metadata),
+            metadata=metadata if isinstance(metadata, _Unset) else _metadata(metadata),
             rate_limit=rate_limit,
         )
         return (yield from self._update(key_id, changes))
@@ -252,6 +279,9 @@ class _KeyOperations:
             )
         if not isinstance(owner, str) or not owner:
             raise ValueError("owner must be a non-empty string")
+        _text("name", name)
+        if not isinstance(environment, str) or not environment:
+            raise ValueError("environment must be a non-empty string, such as 'live'")
         record = KeyRecord(
             key_id=key_id,
             owner=owner,
@@ -261,7 +291,7 @@ class _KeyOperations:
             scopes=_scopes(scopes),
             created_at=created_at or self.clock.now(),
             expires_at=expires_at,
-            metadata=dict(metadata or {}),
+            metadata=_metadata(metadata),
             rate_limit=rate_limit,
         )
         yield Call("store", "add", (record,))
@@ -322,8 +352,12 @@ class KeyManager(_KeyOperations):
     ) -> IssuedKey:
         """Create a key. The token in the result is the only copy: show it once.
 
+        ``metadata`` is any JSON object (string keys; strings, numbers,
+        booleans, ``None``, lists and dicts), so that every store keeps it exactly.
+
         Raises:
             ValueError: An argument is invalid.
+            TypeError: ``name`` is not a string, or ``metadata`` not a mapping.
             StorageError: The store failed.
         """
         return drive_sync(

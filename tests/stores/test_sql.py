@@ -192,6 +192,30 @@ def test_lookup_is_one_statement(any_store: SQLKeyStore) -> None:
     assert all("WHERE" in s and "key_id" in s for s in counter.statements)
 
 
+def test_a_record_with_a_missing_text_field_never_reaches_the_database(
+    any_store: SQLKeyStore,
+) -> None:
+    """PostgreSQL would refuse it quoting the whole row ("Failing row contains ..."),
+    secret hash included, in the driver error chained to the StorageError."""
+    record = sample_record(name=None)
+    with pytest.raises(ValueError, match="name must be a string") as info:
+        any_store.add(record)
+    assert info.value.__cause__ is None
+    assert record.secret_hash not in str(info.value)
+    assert any_store.get(record.key_id) is None
+    stored = sample_record()
+    any_store.add(stored)
+    with pytest.raises(ValueError, match="name must be a string"):
+        any_store.update(stored.key_id, KeyChanges(name=None))  # type: ignore[arg-type]
+    assert any_store.get(stored.key_id) == stored
+
+
+def test_statement_reprs_leave_out_the_parameters() -> None:
+    record = sample_record()
+    statement = sql_module._Statement(sa.text("SELECT 1"), sql_module._record_values(record))
+    assert record.secret_hash not in repr(statement)
+
+
 def test_owner_is_indexed_in_the_database(any_store: SQLKeyStore) -> None:
     table = any_store.table
     indexes = sa.inspect(any_store.engine).get_indexes(table.name, schema=table.schema)

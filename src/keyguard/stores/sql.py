@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -178,22 +178,36 @@ def _encode(field_name: str, value: Any) -> Any:
     return value if encoder is None else encoder(value)
 
 
-def _record_values(record: KeyRecord) -> dict[str, Any]:
-    return {
-        "key_id": record.key_id,
-        "owner": record.owner,
-        "name": record.name,
-        "environment": record.environment,
-        "secret_hash": record.secret_hash,
-        "scopes": _encode("scopes", record.scopes),
-        "created_at": record.created_at,
-        "expires_at": record.expires_at,
-        "revoked_at": record.revoked_at,
-        "last_used_at": record.last_used_at,
-        "metadata": _encode("metadata", record.metadata),
-        "rate_limit": _encode("rate_limit", record.rate_limit),
-        "replaced_by": record.replaced_by,
-    }
+#: The NOT NULL text columns. A NULL there would fail in the database, and
+#: PostgreSQL's error would quote the whole row, secret hash included.
+_REQUIRED_TEXT = ("key_id", "owner", "name", "environment", "secret_hash")
+
+
+def _check_text(values: Mapping[str, Any]) -> Mapping[str, Any]:
+    for name in _REQUIRED_TEXT:
+        if name in values and not isinstance(values[name], str):
+            raise ValueError(f"{name} must be a string, not {type(values[name]).__name__}")
+    return values
+
+
+def _record_values(record: KeyRecord) -> Mapping[str, Any]:
+    return _check_text(
+        {
+            "key_id": record.key_id,
+            "owner": record.owner,
+            "name": record.name,
+            "environment": record.environment,
+            "secret_hash": record.secret_hash,
+            "scopes": _encode("scopes", record.scopes),
+            "created_at": record.created_at,
+            "expires_at": record.expires_at,
+            "revoked_at": record.revoked_at,
+            "last_used_at": record.last_used_at,
+            "metadata": _encode("metadata", record.metadata),
+            "rate_limit": _encode("rate_limit", record.rate_limit),
+            "replaced_by": record.replaced_by,
+        }
+    )
 
 
 def _record_from_row(row: sa.Row[Any]) -> KeyRecord:
@@ -248,7 +262,7 @@ def _derive_urls(url: str, async_url: str | None) -> tuple[URL, URL]:
 @dataclass(frozen=True, slots=True)
 class _Statement:
     statement: Executable
-    params: Any = None
+    params: Any = field(default=None, repr=False)  # may hold a secret hash
 
 
 #: An SQL operation: yields statements, receives each one's rows.
@@ -428,7 +442,7 @@ class SQLKeyStore:
     def _update_flow(
         self, key_id: str, changes: KeyChanges, dialect: Dialect
     ) -> _SqlFlow[KeyRecord | None]:
-        values = {name: _encode(name, value) for name, value in changes.items()}
+        values = _check_text({name: _encode(name, value) for name, value in changes.items()})
         if not values:
             return (yield from self._get_flow(key_id))
         statement = sa.update(self.table).where(self.table.c.key_id == key_id).values(**values)
@@ -495,11 +509,20 @@ class SQLKeyStore:
         return self._read("get", self._get_flow(key_id))
 
     def add(self, record: KeyRecord) -> None:
-        """Insert ``record``. Raises :class:`DuplicateKeyError` for a taken key_id."""
+        """Insert ``record``.
+
+        Raises:
+            DuplicateKeyError: The key_id is taken.
+            ValueError: A text field of the record (owner, name, ...) is not a string.
+        """
         self._write("add", self._add_flow(record), record.key_id)
 
     def update(self, key_id: str, changes: KeyChanges) -> KeyRecord | None:
-        """Apply ``changes`` in one ``UPDATE``; return the new record or ``None``."""
+        """Apply ``changes`` in one ``UPDATE``; return the new record or ``None``.
+
+        Raises:
+            ValueError: A changed text field (name, ...) is not a string.
+        """
         return self._write("update", self._update_flow(key_id, changes, self.engine.dialect))
 
     def revoke(self, key_id: str, at: datetime) -> KeyRecord | None:
