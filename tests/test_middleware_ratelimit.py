@@ -314,3 +314,35 @@ def test_middlewares_check_the_kind_of_limiter() -> None:
         KeyguardMiddleware(_asgi_app(Seen()), AsyncKeyManager(store), None, SyncOnly())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="RateLimiter"):
         KeyguardWSGIMiddleware(_wsgi_app(Seen()), KeyManager(store), None, object())  # type: ignore[arg-type]
+
+
+@pytest.mark.redis
+@pytest.mark.anyio
+async def test_redis_keys_name_key_ids_and_addresses_never_tokens(
+    h: Harness, redis_limiters: Any, redis_url: str
+) -> None:
+    import redis
+
+    token = h.key()
+    wrong_secret = token[:30] + ("A" if token[30] != "A" else "B") + token[31:]
+    key_id, secret = token.split("_")[2], token.split("_")[3][:32]
+    call = h.build(MiddlewareOptions(rate_limit="5/minute", optional=True), limiter=redis_limiters)
+    assert (await call(with_key(token))).status == 200
+    assert (await call(with_key(wrong_secret))).status == 401
+    assert (await call(Request(client="198.51.100.7"))).status == 200  # anonymous, per address
+    default, failures = Policy.parse("5/minute"), Policy.parse("30/minute", name="auth-failures")
+    expected = {
+        redis_limiters.redis_key(key_id, default),
+        redis_limiters.redis_key("auth-failures:203.0.113.9", failures),
+        redis_limiters.redis_key("anonymous:198.51.100.7", default),
+    }
+    prefix = redis_limiters.redis_key("", default).split("{")[0]
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        stored = set(client.scan_iter(match=prefix + "*", count=1000))
+    finally:
+        client.close()
+    assert stored == expected
+    for name in stored:
+        assert secret not in name
+        assert wrong_secret.split("_")[3][:32] not in name
