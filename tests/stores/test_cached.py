@@ -125,6 +125,21 @@ def test_ttl_bounds_staleness_of_a_change_made_elsewhere(
     assert backing.gets == 2
 
 
+def test_by_default_a_change_made_elsewhere_is_seen_within_ten_seconds(
+    backing: CountingStore, clock: FakeClock
+) -> None:
+    """The staleness bound a user gets without choosing one: short, and negatives shorter."""
+    cache = CachedKeyStore(backing, clock=clock.monotonic)
+    assert cache.ttl <= 10.0
+    assert cache.negative_ttl < cache.ttl
+    record = sample_record()
+    backing.add(record)
+    assert cache.get(record.key_id) == record
+    backing.revoke(record.key_id, T0)  # another process, straight to the database
+    clock.advance(10.0)
+    assert cache.get(record.key_id).revoked_at == T0  # type: ignore[union-attr]
+
+
 def test_unknown_ids_are_remembered_for_the_shorter_ttl(
     cache: CachedKeyStore, backing: CountingStore, clock: FakeClock
 ) -> None:
