@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -310,3 +311,39 @@ def test_middlewares_refuse_the_other_kind_of_manager() -> None:
 def test_bad_options_are_refused_with_a_message(kwargs: dict[str, Any], error: type) -> None:
     with pytest.raises(error):
         MiddlewareOptions(**kwargs)
+
+
+class _SyncOnlyStore:
+    """A store with no async methods, that checks it is called with no event loop running."""
+
+    def __init__(self) -> None:
+        self._store = MemoryKeyStore()
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("a") and hasattr(self._store, name[1:]):
+            raise AttributeError(name)  # no aget, aadd, atouch, ...
+        method = getattr(self._store, name)
+
+        def call(*args: Any) -> Any:
+            with pytest.raises(RuntimeError):
+                asyncio.get_running_loop()
+            self.calls.append(name)
+            return method(*args)
+
+        return call
+
+
+def test_wsgi_middleware_runs_on_the_sync_store_with_no_event_loop(clock: FakeClock) -> None:
+    from keyguard.stores import AsyncKeyStore, KeyStore
+    from tests._http_drivers import wsgi_call
+
+    store = _SyncOnlyStore()
+    assert isinstance(store, KeyStore)
+    assert not isinstance(store, AsyncKeyStore)
+    token = KeyManager(store, clock=clock).create("acme").token  # type: ignore[arg-type]
+    seen = Seen()
+    app = KeyguardWSGIMiddleware(_wsgi_app(seen), KeyManager(store, clock=clock))  # type: ignore[arg-type]
+    assert wsgi_call(app, with_key(token)).status == 200
+    assert isinstance(seen.principal, Principal)
+    assert store.calls == ["add", "get", "touch"]
