@@ -32,6 +32,7 @@ async def test_the_billing_api(example: ModuleType, make_key: MakeKey) -> None:
         assert (await client.get("/health")).json() == {"status": "ok"}
         listed = await client.get("/invoices", headers=reader)
         assert listed.json() == {"owner": "acme", "invoices": []}
+        assert listed.headers["ratelimit-policy"] == '"default";q=100;w=60'  # the default
         refused = await client.post("/invoices", headers=reader, json=invoice)
         assert refused.status_code == 403
         assert refused.headers["content-type"] == "application/problem+json"

@@ -44,6 +44,8 @@ def test_the_billing_api_under_the_wsgi_validator(load_example: Load, make_key: 
     read = [(b"authorization", f"Bearer {reader}".encode())]
     listed = wsgi_call(app, Request(headers=read))
     assert (listed.status, json.loads(listed.body)) == (200, {"owner": "acme", "invoices": []})
+    # No KEYGUARD_RATE_LIMIT: the documented default, 100 a minute per key.
+    assert listed.header("ratelimit-policy") == '"default";q=100;w=60'
 
     refused = wsgi_call(app, _json_post(reader, {"customer": "Initech", "amount_cents": 500}))
     assert refused.status == 403
