@@ -63,3 +63,16 @@ def test_demo_on_a_taken_port_says_what_to_do() -> None:
         )
     assert code == 2
     assert "--port 0" in err.getvalue()
+    assert "make demo DEMO_ARGS='--port 0'" in err.getvalue()
+
+
+def test_make_demo_passes_demo_args_on() -> None:
+    result = subprocess.run(
+        ["make", "-n", "demo", "DEMO_ARGS=--port 0 --check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert "keyguard demo --port 0 --check" in result.stdout

@@ -55,7 +55,10 @@ def _bind(port: int) -> socket.socket:
         sock.bind((_HOST, port))
     except OSError as exc:
         sock.close()
-        raise DemoError(f"cannot listen on {_HOST}:{port} ({exc}); try --port 0") from None
+        raise DemoError(
+            f"cannot listen on {_HOST}:{port} ({exc}); try --port 0 "
+            f"(make demo DEMO_ARGS='--port 0')"
+        ) from None
     return sock
 
 
