@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from ._errors import StorageError
-from ._flow import Call, Denial, DenialReason, Flow
+from ._flow import Call, Denial, DenialReason, Flow, _new_call
 from ._options import MiddlewareOptions
 from .ratelimit import (
     Policy,
@@ -202,7 +202,7 @@ def admit_flow(
     if not policies:
         return None, None
     try:
-        decision: RateLimitDecision = yield Call("limiter", "hit", (key, policies))
+        decision: RateLimitDecision = yield _new_call(Call, ("limiter", "hit", (key, policies)))
     except StorageError:
         # keyguard's limiters answer with on_backend_error instead; another one may raise.
         return Denial(
