@@ -165,7 +165,7 @@ class TokenMemo:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self.max_size = max_size
-        self._entries: dict[bytes, tuple[str, str | None, KeyRecord]] = {}
+        self._entries: dict[bytes, tuple[str, str | None, KeyRecord, Principal]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -173,16 +173,19 @@ class TokenMemo:
     def __repr__(self) -> str:
         return f"TokenMemo(size={len(self)}, max_size={self.max_size})"
 
-    def get(self, digest: bytes) -> tuple[str, str | None, KeyRecord] | None:
+    def get(self, digest: bytes) -> tuple[str, str | None, KeyRecord, Principal] | None:
+        """The key_id, token environment, record and principal remembered for a digest."""
         return self._entries.get(digest)
 
-    def remember(self, digest: bytes, key_id: str, env: str | None, record: KeyRecord) -> None:
+    def remember(
+        self, digest: bytes, key_id: str, env: str | None, record: KeyRecord, principal: Principal
+    ) -> None:
         entries = self._entries
         if len(entries) >= self.max_size and digest not in entries:
             # Another thread may empty or change the dict meanwhile: then nothing to drop.
             with suppress(StopIteration, KeyError, RuntimeError):
                 del entries[next(iter(entries))]
-        entries[digest] = (key_id, env, record)
+        entries[digest] = (key_id, env, record, principal)
 
     def clear(self) -> None:
         self._entries.clear()
@@ -260,12 +263,12 @@ def authenticate_flow(
     batched ``last_used_at`` write (whose failure never denies the request).
     """
     memo = settings.token_memo
-    digest = remembered = None
+    digest = remembered = principal = None
     if memo is not None:
         digest = token_digest(token)
-        entry = memo.get(digest)
+        entry = memo._entries.get(digest)
         if entry is not None:
-            key_id, token_env, remembered = entry
+            key_id, token_env, remembered, principal = entry
     if remembered is None:
         try:
             parsed: ParsedKey = parse_key(token, settings.key_format)
@@ -299,8 +302,9 @@ def authenticate_flow(
         ok, hasher = _verify_secret(settings, record, parsed.secret)
         if not ok:
             return Denial(DenialReason.WRONG_SECRET, _INVALID_KEY_DETAIL, key_id=key_id)
+        principal = Principal.from_record(record)
         if memo is not None and digest is not None:
-            memo.remember(digest, key_id, token_env, record)
+            memo.remember(digest, key_id, token_env, record, principal)
     wanted_env = environment if environment is not None else token_env
     if wanted_env is not None and record.environment != wanted_env:
         return Denial(
@@ -308,11 +312,10 @@ def authenticate_flow(
             f"this API accepts only {wanted_env!r} keys",
             key_id=record.key_id,
         )
-    now = settings.now()
-    status = record.status(now)
-    if status == "revoked":
+    # KeyRecord.status(), without reading the clock for a key that never expires.
+    if record.revoked_at is not None:
         return Denial(DenialReason.REVOKED, "the API key has been revoked", key_id=record.key_id)
-    if status == "expired":
+    if record.expires_at is not None and settings.now() >= record.expires_at:
         return Denial(DenialReason.EXPIRED, "the API key has expired", key_id=record.key_id)
     missing = frozenset(required_scopes) - record.scopes if required_scopes else None
     if missing:
@@ -339,10 +342,10 @@ def authenticate_flow(
             if settings.verified_cache is not None:
                 settings.verified_cache.discard(record.key_id)
     if settings.last_used is not None:
-        batch = settings.last_used.record(record.key_id, now)
+        batch = settings.last_used.note(record.key_id, settings.now)
         if batch:
             yield from touch_flow(settings.last_used, batch)
-    return Principal.from_record(record)
+    return principal if principal is not None else Principal.from_record(record)
 
 
 def touch_flow(recorder: LastUsedRecorder, batch: Mapping[str, Any]) -> Flow[None]:

@@ -59,7 +59,15 @@ class RateLimits:
     cost neither a limiter call nor a key lookup.
     """
 
-    __slots__ = ("_blocked", "_monotonic", "default", "failure", "legacy", "options")
+    __slots__ = (
+        "_blocked",
+        "_default_only",
+        "_monotonic",
+        "default",
+        "failure",
+        "legacy",
+        "options",
+    )
 
     def __init__(self, options: MiddlewareOptions, monotonic: Callable[[], float]) -> None:
         self.options = options
@@ -68,14 +76,16 @@ class RateLimits:
         self.legacy = options.legacy_rate_limit_headers
         self._monotonic = monotonic
         self._blocked: dict[str, float] = {}
+        self._default_only: tuple[Policy, ...] = () if self.default is None else (self.default,)
 
     def __repr__(self) -> str:
         return f"RateLimits(default={self.default!r}, failure={self.failure!r})"
 
     def policies(self, key_policy: Policy | None, method: str, path: str) -> tuple[Policy, ...]:
         if not self.options._routes:
-            base = key_policy if key_policy is not None else self.default
-            return () if base is None else (base,)
+            if key_policy is None:
+                return self._default_only
+            return (key_policy,)
         routes = self.options.route_policies(method, path)
         try:
             return applicable_policies(self.default, key_policy, routes)
@@ -128,12 +138,12 @@ class HeaderRenderer:
 
     def __init__(self, legacy: bool) -> None:
         self._legacy = legacy
-        self._policies: dict[int, tuple[Policy, str, str, bytes, str]] = {}
+        self._policies: dict[int, tuple[Policy, str, str, bytes, str, bytes]] = {}
 
     def __repr__(self) -> str:
         return f"HeaderRenderer(legacy={self._legacy})"
 
-    def _parts(self, policy: Policy) -> tuple[Policy, str, str, bytes, str]:
+    def _parts(self, policy: Policy) -> tuple[Policy, str, str, bytes, str, bytes]:
         cached = self._policies.get(id(policy))
         if cached is not None and cached[0] is policy:
             return cached
@@ -143,7 +153,14 @@ class HeaderRenderer:
             RateLimitDecision(True, (PolicyState(policy, 0, 0.0),))
         )
         prefix = limit_field[: limit_field.rindex(";r=")]
-        parts = (policy, policy_field, prefix + ";r=", policy_field.encode("latin-1"), ";t=")
+        parts = (
+            policy,
+            policy_field,
+            prefix + ";r=",
+            policy_field.encode("latin-1"),
+            ";t=",
+            (prefix + ";r=").encode("latin-1"),
+        )
         self._policies[id(policy)] = parts
         return parts
 
@@ -153,7 +170,7 @@ class HeaderRenderer:
         if len(states) != 1 or self._legacy:
             return headers_of(decision, self._legacy)
         policy, remaining, reset = states[0]
-        _, policy_field, prefix, _, t = self._parts(policy)
+        _, policy_field, prefix, _, t, _ = self._parts(policy)
         whole = int(reset)
         limit = f"{prefix}{remaining}{t}{whole if whole == reset else whole + 1}"
         return [("ratelimit-policy", policy_field), ("ratelimit", limit)]
@@ -164,10 +181,10 @@ class HeaderRenderer:
         if len(states) != 1 or self._legacy:
             return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.text(decision)]
         policy, remaining, reset = states[0]
-        _, _, prefix, policy_raw, t = self._parts(policy)
+        parts = self._parts(policy)
         whole = int(reset)
-        limit = f"{prefix}{remaining}{t}{whole if whole == reset else whole + 1}"
-        return [(b"ratelimit-policy", policy_raw), (b"ratelimit", limit.encode("latin-1"))]
+        limit = b"%b%d;t=%d" % (parts[5], remaining, whole if whole == reset else whole + 1)
+        return [(b"ratelimit-policy", parts[3]), (b"ratelimit", limit)]
 
 
 def _limited(decision: RateLimitDecision, headers: Headers, key_id: str | None) -> Denial:

@@ -114,6 +114,11 @@ def _bearer(value: str, prefix: str) -> str | Denial:
     Spaces and tabs around and between scheme and key are tolerated; the
     scheme is compared case-insensitively (RFC 9110).
     """
+    if value[:7] == "Bearer " and value[7:8] not in ("", " "):
+        token = value[7:]
+        # The canonical form: one key, nothing around it; anything else is examined below.
+        if " " not in token and "," not in token and "\t" not in token:
+            return token
     if "," in value:
         return _invalid(
             "send exactly one Authorization header with one credential; several were sent "
@@ -214,7 +219,6 @@ def request_flow(
     gate: Gate,
     method: str,
     path: str,
-    *,
     scheme: str,
     client: str | None,
     authorization: str | None,

@@ -128,6 +128,7 @@ class KeyguardMiddleware:
         self._nonblocking = getattr(manager.store, "nonblocking", False) and (
             limiter is None or getattr(limiter, "nonblocking", False)
         )
+        self._has_public = bool(self.options._public_exact or self.options._public_starts)
         header = self.options.api_key_header
         self._api_key_name = header.lower().encode("latin-1") if header else None
 
@@ -143,7 +144,7 @@ class KeyguardMiddleware:
         root: str = scope.get("root_path", "")
         if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
             path = path[len(root) :] or "/"
-        if self.gate.options.is_public(path):
+        if self._has_public and self.gate.options.is_public(path):
             scope["user"] = scope["auth"] = ANONYMOUS
             scope[PRINCIPAL_SCOPE_KEY] = None
             await self.app(scope, receive, send)
@@ -174,12 +175,12 @@ class KeyguardMiddleware:
             self.gate,
             method,
             path,
-            scheme=scope.get("scheme", "http"),
-            client=host,
-            authorization=None if authorization is None else authorization.decode("latin-1"),
-            api_key=None if api_key is None else api_key.decode("latin-1"),
-            query_string=query.decode("latin-1") if query else "",
-            content_type=body_type,
+            scope.get("scheme", "http"),
+            host,
+            None if authorization is None else authorization.decode("latin-1"),
+            None if api_key is None else api_key.decode("latin-1"),
+            query.decode("latin-1") if query else "",
+            body_type,
         )
         if reader is None and self._nonblocking:
             # Only in-memory backends: nothing to await, so no coroutine per call.
