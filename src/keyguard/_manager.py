@@ -298,7 +298,7 @@ class KeyManager(_KeyOperations):
         last_used: How ``last_used_at`` is kept: seconds between batched
             writes (default 60; each key written at most once per interval),
             a shared :class:`LastUsedRecorder`, or ``None`` to not keep it.
-        token_memo: Remember (by SHA-256, never the token itself) which token
+        token_memo: Remember (by a BLAKE2s digest, never the token itself) which token
             verified against which record object, so that a repeat of the same
             token costs no parse and no hash while the store returns the same
             record (the memory store, or a :class:`CachedKeyStore`). Any change
