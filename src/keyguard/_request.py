@@ -258,7 +258,7 @@ def request_flow(
         return token, None
     if options.require_https and scheme not in _SECURE_SCHEMES and not _is_local(client):
         return _invalid(_NOT_HTTPS), None
-    if limits is not None and limits.failure is not None:
+    if limits is not None and limits._blocked:  # some address is blocked: is this one?
         wait = limits.blocked_for(address)
         if wait:
             return blocked_denial(wait), None
