@@ -186,3 +186,11 @@ def rows() -> Iterator[Row]:
     yield Row(
         group, "overhead: Starlette auth (dict) + slowapi", results["starlette+slowapi"] - bare
     )
+    full = results["keyguard+limiter"] - bare
+    yield Row(
+        group,
+        "ratio: (Starlette auth + slowapi) / (keyguard auth + limiter)",
+        (results["starlette+slowapi"] - bare) / full if full > 0 else float("inf"),
+        unit="x",
+        note="target >= 7",
+    )
