@@ -1,8 +1,9 @@
 """Rate limiting inside the request flow: which policies apply, and the brute-force watch.
 
-The request flow (``_request.py``) calls :func:`admit_flow` after a key (or an
-anonymous request) has been accepted, and :func:`failure_flow` after a key
-was refused; both ask the limiter with ``Call("limiter", "hit", ...)``, so
+The request flow (``_request.py``) counts an accepted request (a key, or an
+anonymous one) against :meth:`RateLimits.policies`, and calls
+:func:`failure_flow` after a key was refused; both ask the limiter with
+``Call("limiter", "hit", ...)``, so
 the ASGI middleware awaits ``limiter.ahit`` and the WSGI one calls
 ``limiter.hit``. The limiter itself (GCRA, memory or Redis) and the header
 format live in :mod:`keyguard.ratelimit`.
@@ -14,7 +15,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from ._errors import StorageError
-from ._flow import Call, Denial, DenialReason, Flow, _new_call
+from ._flow import Call, Denial, DenialReason, Flow
 from ._options import MiddlewareOptions
 from .ratelimit import (
     Policy,
@@ -28,10 +29,11 @@ __all__ = [
     "FAILURE_REASONS",
     "HeaderRenderer",
     "RateLimits",
-    "admit_flow",
     "blocked_denial",
     "failure_flow",
     "headers_of",
+    "limited_denial",
+    "limiter_unavailable",
 ]
 
 Headers = Sequence[tuple[str, str]]
@@ -187,50 +189,35 @@ class HeaderRenderer:
         return [(b"ratelimit-policy", parts[3]), (b"ratelimit", limit)]
 
 
-def _limited(decision: RateLimitDecision, headers: Headers, key_id: str | None) -> Denial:
+def limited_denial(decision: RateLimitDecision, legacy: bool, key_id: str | None) -> Denial:
+    """The refusal of a request the limiter did not admit: 429, or 503 when the limiter's
+    ``on_backend_error`` is ``"closed"`` and its backend failed."""
+    headers = tuple(headers_of(decision, legacy))
     if decision.degraded == "closed":
         return Denial(
             DenialReason.STORE_UNAVAILABLE,
             "the rate limiter is unavailable; try again shortly",
             key_id=key_id,
             retry_after=decision.retry_after,
-            headers=tuple(headers),
+            headers=headers,
         )
     return Denial(
         DenialReason.RATE_LIMITED,
         f"rate limit exceeded; retry after {max(1, math.ceil(decision.retry_after))} s",
         key_id=key_id,
         retry_after=decision.retry_after,
-        headers=tuple(headers),
+        headers=headers,
     )
 
 
-def admit_flow(
-    limits: RateLimits,
-    key: str,
-    key_id: str | None,
-    key_policy: Policy | None,
-    method: str,
-    path: str,
-) -> Flow[tuple[Denial | None, RateLimitDecision | None]]:
-    """Count an accepted request against its policies: (refusal or None, the decision whose
-    headers the response gets, or None when no policy applies)."""
-    policies = limits.policies(key_policy, method, path)
-    if not policies:
-        return None, None
-    try:
-        decision: RateLimitDecision = yield _new_call(Call, ("limiter", "hit", (key, policies)))
-    except StorageError:
-        # keyguard's limiters answer with on_backend_error instead; another one may raise.
-        return Denial(
-            DenialReason.STORE_UNAVAILABLE,
-            "the rate limiter is unavailable; try again shortly",
-            key_id=key_id,
-            retry_after=1,
-        ), None
-    if decision.allowed:
-        return None, decision
-    return _limited(decision, headers_of(decision, limits.legacy), key_id), None
+def limiter_unavailable(key_id: str | None) -> Denial:
+    """The 503 for a limiter that raised instead of answering (keyguard's never do)."""
+    return Denial(
+        DenialReason.STORE_UNAVAILABLE,
+        "the rate limiter is unavailable; try again shortly",
+        key_id=key_id,
+        retry_after=1,
+    )
 
 
 def blocked_denial(seconds: float) -> Denial:
