@@ -13,13 +13,11 @@ from keyguard import (
     HmacSecretHasher,
     KeyFormat,
     MalformedKeyError,
-    Principal,
     checksum,
     generate_key,
     parse_key,
 )
 from keyguard._keys import BASE62
-from keyguard.testing import sample_record
 
 
 def _reference_checksum(body: str) -> str:
@@ -119,15 +117,6 @@ def test_a_bad_checksum_on_the_fast_path_says_so() -> None:
     last = "0" if token[-1] != "0" else "1"
     with pytest.raises(MalformedKeyError, match="checksum"):
         parse_key(token[:-1] + last)
-
-
-def test_principal_memo_follows_the_record_object() -> None:
-    record = sample_record()
-    first = Principal.from_record(record)
-    assert Principal.from_record(record) is first
-    changed = sample_record(key_id=record.key_id, scopes=frozenset({"other"}))
-    assert Principal.from_record(changed).scopes == frozenset({"other"})
-    assert Principal.from_record(record).scopes == record.scopes
 
 
 def test_hasher_split_memo_keeps_verification_exact() -> None:

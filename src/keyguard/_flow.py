@@ -17,7 +17,9 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable, Collection, Generator, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
+from hashlib import blake2s
 from typing import Any, NamedTuple, TypeVar
 
 from ._errors import KeyguardError, MalformedKeyError, SecretTooLongError, StorageError
@@ -26,7 +28,16 @@ from ._keys import KeyFormat, ParsedKey, parse_key
 from ._last_used import LastUsedRecorder
 from ._records import KeyChanges, KeyRecord, Principal
 
-__all__ = ["Call", "Denial", "DenialReason", "Flow", "drive_async", "drive_sync"]
+__all__ = [
+    "Call",
+    "Denial",
+    "DenialReason",
+    "Flow",
+    "TokenMemo",
+    "drive_async",
+    "drive_sync",
+    "token_digest",
+]
 
 logger = logging.getLogger("keyguard")
 
@@ -42,6 +53,9 @@ class Call(NamedTuple):
 
 
 Flow = Generator[Call, Any, T]
+
+#: ``Call`` without the named-tuple constructor's overhead, for the per-request calls.
+_new_call = tuple.__new__
 
 
 def _wrap(exc: Exception, call: Call) -> KeyguardError:
@@ -69,13 +83,23 @@ def drive_sync(flow: Flow[T], targets: Mapping[str, Any]) -> T:
 
 
 async def drive_async(flow: Flow[T], targets: Mapping[str, Any]) -> T:
-    """Run ``flow`` to completion, awaiting the ``a``-prefixed method for each call."""
+    """Run ``flow`` to completion, awaiting the ``a``-prefixed method for each call.
+
+    A target whose ``nonblocking`` attribute is true (an in-memory backend,
+    which never waits for I/O) has its sync method called instead.
+    """
     send = flow.send
     try:
         call = send(None)
         while True:
             try:
-                result = await getattr(targets[call[0]], "a" + call[1])(*call[2])
+                target = targets[call[0]]
+                if getattr(target, "nonblocking", False):
+                    # An in-memory backend: its sync method cannot block the loop,
+                    # and calling it directly spares a coroutine per call.
+                    result = getattr(target, call[1])(*call[2])
+                else:
+                    result = await getattr(target, "a" + call[1])(*call[2])
             except Exception as exc:  # a backend failure is the flow's to judge
                 call = flow.throw(_wrap(exc, call))
             else:
@@ -123,6 +147,60 @@ class Denial:
 _INVALID_KEY_DETAIL = "the API key is not valid"
 
 
+class TokenMemo:
+    """Remembers which token verified against which record, so a repeat costs no parse or hash.
+
+    An entry maps the digest of a token (:func:`token_digest`; never the token)
+    to the key_id, the token's environment, the exact record object it
+    verified against, and the principal made from that record. It
+    is only trusted while the store hands out that very object again: any
+    change to the key (revoke, rotate, update, a new hash, a last-used write)
+    replaces the record, so the next request takes the full path. A store
+    that builds a new record per lookup (SQL without a cache) simply never
+    hits. Bounded: the oldest entry goes first.
+    """
+
+    __slots__ = ("_entries", "max_size")
+
+    def __init__(self, max_size: int = 10_000) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        self.max_size = max_size
+        self._entries: dict[bytes, tuple[str, str | None, KeyRecord, Principal]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"TokenMemo(size={len(self)}, max_size={self.max_size})"
+
+    def get(self, digest: bytes) -> tuple[str, str | None, KeyRecord, Principal] | None:
+        """The key_id, token environment, record and principal remembered for a digest."""
+        return self._entries.get(digest)
+
+    def remember(
+        self, digest: bytes, key_id: str, env: str | None, record: KeyRecord, principal: Principal
+    ) -> None:
+        entries = self._entries
+        if len(entries) >= self.max_size and digest not in entries:
+            # Another thread may empty or change the dict meanwhile: then nothing to drop.
+            with suppress(StopIteration, KeyError, RuntimeError):
+                del entries[next(iter(entries))]
+        entries[digest] = (key_id, env, record, principal)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def token_digest(token: str) -> bytes:
+    """The memo key of a token: its BLAKE2s digest, so the memo never holds a secret.
+
+    BLAKE2s is a collision-resistant 256-bit hash, like SHA-256, and a third
+    cheaper on a token-sized input.
+    """
+    return blake2s(token.encode("utf-8", "surrogatepass")).digest()
+
+
 @dataclass(frozen=True, slots=True)
 class VerifySettings:
     """What the verification flow needs to know; built once by a key manager."""
@@ -135,6 +213,7 @@ class VerifySettings:
     dummy_hash: str
     now: Callable[[], Any]
     last_used: LastUsedRecorder | None = None
+    token_memo: TokenMemo | None = None
 
 
 def _hasher_for(settings: VerifySettings, stored: str) -> SecretHasher | None:
@@ -188,46 +267,62 @@ def authenticate_flow(
     upgraded after a successful verification, and the use is recorded for the
     batched ``last_used_at`` write (whose failure never denies the request).
     """
-    try:
-        parsed: ParsedKey = parse_key(token, settings.key_format)
-    except MalformedKeyError as exc:
-        return Denial(DenialReason.MALFORMED_KEY, f"the API key is malformed: {exc}")
-    if environment is not None and parsed.environment not in (None, environment):
+    memo = settings.token_memo
+    digest = remembered = principal = None
+    if memo is not None:
+        digest = token_digest(token)
+        entry = memo._entries.get(digest)
+        if entry is not None:
+            key_id, token_env, remembered, principal = entry
+    if remembered is None:
+        try:
+            parsed: ParsedKey = parse_key(token, settings.key_format)
+        except MalformedKeyError as exc:
+            return Denial(DenialReason.MALFORMED_KEY, f"the API key is malformed: {exc}")
+        key_id, token_env = parsed.key_id, parsed.environment
+    if environment is not None and token_env not in (None, environment):
         return Denial(
             DenialReason.WRONG_ENVIRONMENT,
             f"this API accepts only {environment!r} keys",
-            key_id=parsed.key_id,
+            key_id=key_id,
         )
     try:
-        record: KeyRecord | None = yield Call("store", "get", (parsed.key_id,))
+        record: KeyRecord | None = yield _new_call(Call, ("store", "get", (key_id,)))
     except StorageError:
-        logger.exception("key store lookup failed for key %s", parsed.key_id)
+        logger.exception("key store lookup failed for key %s", key_id)
         return Denial(
             DenialReason.STORE_UNAVAILABLE,
             "the key store is unavailable; try again shortly",
-            key_id=parsed.key_id,
+            key_id=key_id,
             retry_after=1,
         )
-    if record is None:
-        settings.hasher.verify(parsed.secret, settings.dummy_hash)
-        return Denial(DenialReason.UNKNOWN_KEY, _INVALID_KEY_DETAIL, key_id=parsed.key_id)
-    ok, hasher = _verify_secret(settings, record, parsed.secret)
-    if not ok:
-        return Denial(DenialReason.WRONG_SECRET, _INVALID_KEY_DETAIL, key_id=parsed.key_id)
-    wanted_env = environment if environment is not None else parsed.environment
+    hasher: SecretHasher | None = settings.hasher
+    if record is None or record is not remembered:
+        # The full check: this token has not verified against this very record before.
+        if remembered is not None:
+            parsed = parse_key(token, settings.key_format)  # it parsed when remembered
+        if record is None:
+            settings.hasher.verify(parsed.secret, settings.dummy_hash)
+            return Denial(DenialReason.UNKNOWN_KEY, _INVALID_KEY_DETAIL, key_id=key_id)
+        ok, hasher = _verify_secret(settings, record, parsed.secret)
+        if not ok:
+            return Denial(DenialReason.WRONG_SECRET, _INVALID_KEY_DETAIL, key_id=key_id)
+        principal = Principal.from_record(record)
+        if memo is not None and digest is not None:
+            memo.remember(digest, key_id, token_env, record, principal)
+    wanted_env = environment if environment is not None else token_env
     if wanted_env is not None and record.environment != wanted_env:
         return Denial(
             DenialReason.WRONG_ENVIRONMENT,
             f"this API accepts only {wanted_env!r} keys",
             key_id=record.key_id,
         )
-    now = settings.now()
-    status = record.status(now)
-    if status == "revoked":
+    # KeyRecord.status(), without reading the clock for a key that never expires.
+    if record.revoked_at is not None:
         return Denial(DenialReason.REVOKED, "the API key has been revoked", key_id=record.key_id)
-    if status == "expired":
+    if record.expires_at is not None and settings.now() >= record.expires_at:
         return Denial(DenialReason.EXPIRED, "the API key has expired", key_id=record.key_id)
-    missing = frozenset(required_scopes) - record.scopes
+    missing = frozenset(required_scopes) - record.scopes if required_scopes else None
     if missing:
         return Denial(
             DenialReason.INSUFFICIENT_SCOPE,
@@ -235,8 +330,10 @@ def authenticate_flow(
             key_id=record.key_id,
             missing_scopes=missing,
         )
-    if settings.upgrade_hashes and (
-        hasher is not settings.hasher or settings.hasher.needs_rehash(record.secret_hash)
+    if (
+        settings.upgrade_hashes
+        and record is not remembered
+        and (hasher is not settings.hasher or settings.hasher.needs_rehash(record.secret_hash))
     ):
         try:
             yield Call(
@@ -250,10 +347,10 @@ def authenticate_flow(
             if settings.verified_cache is not None:
                 settings.verified_cache.discard(record.key_id)
     if settings.last_used is not None:
-        batch = settings.last_used.record(record.key_id, now)
+        batch = settings.last_used.note(record.key_id, settings.now)
         if batch:
             yield from touch_flow(settings.last_used, batch)
-    return Principal.from_record(record)
+    return principal if principal is not None else Principal.from_record(record)
 
 
 def touch_flow(recorder: LastUsedRecorder, batch: Mapping[str, Any]) -> Flow[None]:

@@ -11,6 +11,8 @@ __all__ = ["DEFAULT_LAST_USED_INTERVAL", "LastUsedRecorder"]
 
 #: Seconds between two batches of last-used writes.
 DEFAULT_LAST_USED_INTERVAL = 60.0
+#: :meth:`LastUsedRecorder.note` keeps last-used times to this many seconds.
+NOTE_RESOLUTION = 1.0
 
 
 class LastUsedRecorder:
@@ -46,6 +48,7 @@ class LastUsedRecorder:
         self.interval = interval
         self._clock = clock
         self._pending: dict[str, datetime] = {}
+        self._noted: dict[str, float] = {}
         self._last_batch = float("-inf")
         self._lock = threading.Lock()
 
@@ -66,7 +69,24 @@ class LastUsedRecorder:
                 return None
             self._last_batch = now
             batch, self._pending = self._pending, {}
+            self._noted = {}
         return batch
+
+    def note(self, key_id: str, now: Callable[[], datetime]) -> dict[str, datetime] | None:
+        """:meth:`record` for the request path: a key noted less than a second ago
+        (:data:`NOTE_RESOLUTION`) costs no clock read and no lock until a batch is due.
+
+        Args:
+            key_id: The key that was used.
+            now: Returns the wall-clock time; called only when the use is recorded.
+        """
+        mono = self._clock()
+        if mono - self._last_batch < self.interval:
+            noted = self._noted.get(key_id)
+            if noted is not None and mono - noted < NOTE_RESOLUTION:
+                return None
+        self._noted[key_id] = mono
+        return self.record(key_id, now())
 
     def restore(self, batch: Mapping[str, datetime]) -> None:
         """Put back a batch whose write failed, so that the next batch carries it."""

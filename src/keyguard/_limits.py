@@ -1,8 +1,9 @@
 """Rate limiting inside the request flow: which policies apply, and the brute-force watch.
 
-The request flow (``_request.py``) calls :func:`admit_flow` after a key (or an
-anonymous request) has been accepted, and :func:`failure_flow` after a key
-was refused; both ask the limiter with ``Call("limiter", "hit", ...)``, so
+The request flow (``_request.py``) counts an accepted request (a key, or an
+anonymous one) against :meth:`RateLimits.policies`, and calls
+:func:`failure_flow` after a key was refused; both ask the limiter with
+``Call("limiter", "hit", ...)``, so
 the ASGI middleware awaits ``limiter.ahit`` and the WSGI one calls
 ``limiter.hit``. The limiter itself (GCRA, memory or Redis) and the header
 format live in :mod:`keyguard.ratelimit`.
@@ -28,10 +29,11 @@ __all__ = [
     "FAILURE_REASONS",
     "HeaderRenderer",
     "RateLimits",
-    "admit_flow",
     "blocked_denial",
     "failure_flow",
     "headers_of",
+    "limited_denial",
+    "limiter_unavailable",
 ]
 
 Headers = Sequence[tuple[str, str]]
@@ -59,7 +61,15 @@ class RateLimits:
     cost neither a limiter call nor a key lookup.
     """
 
-    __slots__ = ("_blocked", "_monotonic", "default", "failure", "legacy", "options")
+    __slots__ = (
+        "_blocked",
+        "_default_only",
+        "_monotonic",
+        "default",
+        "failure",
+        "legacy",
+        "options",
+    )
 
     def __init__(self, options: MiddlewareOptions, monotonic: Callable[[], float]) -> None:
         self.options = options
@@ -68,14 +78,16 @@ class RateLimits:
         self.legacy = options.legacy_rate_limit_headers
         self._monotonic = monotonic
         self._blocked: dict[str, float] = {}
+        self._default_only: tuple[Policy, ...] = () if self.default is None else (self.default,)
 
     def __repr__(self) -> str:
         return f"RateLimits(default={self.default!r}, failure={self.failure!r})"
 
     def policies(self, key_policy: Policy | None, method: str, path: str) -> tuple[Policy, ...]:
         if not self.options._routes:
-            base = key_policy if key_policy is not None else self.default
-            return () if base is None else (base,)
+            if key_policy is None:
+                return self._default_only
+            return (key_policy,)
         routes = self.options.route_policies(method, path)
         try:
             return applicable_policies(self.default, key_policy, routes)
@@ -128,12 +140,12 @@ class HeaderRenderer:
 
     def __init__(self, legacy: bool) -> None:
         self._legacy = legacy
-        self._policies: dict[int, tuple[Policy, str, str, bytes, str]] = {}
+        self._policies: dict[int, tuple[Policy, str, str, bytes, str, bytes]] = {}
 
     def __repr__(self) -> str:
         return f"HeaderRenderer(legacy={self._legacy})"
 
-    def _parts(self, policy: Policy) -> tuple[Policy, str, str, bytes, str]:
+    def _parts(self, policy: Policy) -> tuple[Policy, str, str, bytes, str, bytes]:
         cached = self._policies.get(id(policy))
         if cached is not None and cached[0] is policy:
             return cached
@@ -143,7 +155,14 @@ class HeaderRenderer:
             RateLimitDecision(True, (PolicyState(policy, 0, 0.0),))
         )
         prefix = limit_field[: limit_field.rindex(";r=")]
-        parts = (policy, policy_field, prefix + ";r=", policy_field.encode("latin-1"), ";t=")
+        parts = (
+            policy,
+            policy_field,
+            prefix + ";r=",
+            policy_field.encode("latin-1"),
+            ";t=",
+            (prefix + ";r=").encode("latin-1"),
+        )
         self._policies[id(policy)] = parts
         return parts
 
@@ -153,7 +172,7 @@ class HeaderRenderer:
         if len(states) != 1 or self._legacy:
             return headers_of(decision, self._legacy)
         policy, remaining, reset = states[0]
-        _, policy_field, prefix, _, t = self._parts(policy)
+        _, policy_field, prefix, _, t, _ = self._parts(policy)
         whole = int(reset)
         limit = f"{prefix}{remaining}{t}{whole if whole == reset else whole + 1}"
         return [("ratelimit-policy", policy_field), ("ratelimit", limit)]
@@ -164,56 +183,41 @@ class HeaderRenderer:
         if len(states) != 1 or self._legacy:
             return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.text(decision)]
         policy, remaining, reset = states[0]
-        _, _, prefix, policy_raw, t = self._parts(policy)
+        parts = self._parts(policy)
         whole = int(reset)
-        limit = f"{prefix}{remaining}{t}{whole if whole == reset else whole + 1}"
-        return [(b"ratelimit-policy", policy_raw), (b"ratelimit", limit.encode("latin-1"))]
+        limit = b"%b%d;t=%d" % (parts[5], remaining, whole if whole == reset else whole + 1)
+        return [(b"ratelimit-policy", parts[3]), (b"ratelimit", limit)]
 
 
-def _limited(decision: RateLimitDecision, headers: Headers, key_id: str | None) -> Denial:
+def limited_denial(decision: RateLimitDecision, legacy: bool, key_id: str | None) -> Denial:
+    """The refusal of a request the limiter did not admit: 429, or 503 when the limiter's
+    ``on_backend_error`` is ``"closed"`` and its backend failed."""
+    headers = tuple(headers_of(decision, legacy))
     if decision.degraded == "closed":
         return Denial(
             DenialReason.STORE_UNAVAILABLE,
             "the rate limiter is unavailable; try again shortly",
             key_id=key_id,
             retry_after=decision.retry_after,
-            headers=tuple(headers),
+            headers=headers,
         )
     return Denial(
         DenialReason.RATE_LIMITED,
         f"rate limit exceeded; retry after {max(1, math.ceil(decision.retry_after))} s",
         key_id=key_id,
         retry_after=decision.retry_after,
-        headers=tuple(headers),
+        headers=headers,
     )
 
 
-def admit_flow(
-    limits: RateLimits,
-    key: str,
-    key_id: str | None,
-    key_policy: Policy | None,
-    method: str,
-    path: str,
-) -> Flow[tuple[Denial | None, RateLimitDecision | None]]:
-    """Count an accepted request against its policies: (refusal or None, the decision whose
-    headers the response gets, or None when no policy applies)."""
-    policies = limits.policies(key_policy, method, path)
-    if not policies:
-        return None, None
-    try:
-        decision: RateLimitDecision = yield Call("limiter", "hit", (key, policies))
-    except StorageError:
-        # keyguard's limiters answer with on_backend_error instead; another one may raise.
-        return Denial(
-            DenialReason.STORE_UNAVAILABLE,
-            "the rate limiter is unavailable; try again shortly",
-            key_id=key_id,
-            retry_after=1,
-        ), None
-    if decision.allowed:
-        return None, decision
-    return _limited(decision, headers_of(decision, limits.legacy), key_id), None
+def limiter_unavailable(key_id: str | None) -> Denial:
+    """The 503 for a limiter that raised instead of answering (keyguard's never do)."""
+    return Denial(
+        DenialReason.STORE_UNAVAILABLE,
+        "the rate limiter is unavailable; try again shortly",
+        key_id=key_id,
+        retry_after=1,
+    )
 
 
 def blocked_denial(seconds: float) -> Denial:

@@ -19,6 +19,7 @@ from ._flow import (
     Call,
     Denial,
     Flow,
+    TokenMemo,
     VerifySettings,
     authenticate_flow,
     drive_async,
@@ -87,6 +88,7 @@ class _KeyOperations:
         environment: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
         last_used: float | LastUsedRecorder | None = DEFAULT_LAST_USED_INTERVAL,
+        token_memo: TokenMemo | bool = True,
     ) -> None:
         self.key_format = key_format
         self.hasher = hasher if hasher is not None else HmacSecretHasher()
@@ -117,6 +119,13 @@ class _KeyOperations:
             dummy_hash=self.hasher.hash(secrets.token_urlsafe(24)),
             now=clock.now,
             last_used=last_used,
+            token_memo=(
+                token_memo
+                if isinstance(token_memo, TokenMemo)
+                else TokenMemo()
+                if token_memo
+                else None
+            ),
         )
 
     def _forget(self, key_id: str) -> None:
@@ -319,6 +328,12 @@ class KeyManager(_KeyOperations):
         last_used: How ``last_used_at`` is kept: seconds between batched
             writes (default 60; each key written at most once per interval),
             a shared :class:`LastUsedRecorder`, or ``None`` to not keep it.
+        token_memo: Remember (by a BLAKE2s digest, never the token itself) which token
+            verified against which record object, so that a repeat of the same
+            token costs no parse and no hash while the store returns the same
+            record (the memory store, or a :class:`CachedKeyStore`). Any change
+            to the key gives a new record and so a full check. ``False`` turns
+            it off.
     """
 
     def __init__(self, store: KeyStore, **options: Any) -> None:

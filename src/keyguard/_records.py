@@ -126,17 +126,8 @@ class Principal:
 
     @classmethod
     def from_record(cls, record: KeyRecord) -> Principal:
-        """The principal of a verified key.
-
-        The principal of the last record seen for each key_id is remembered
-        (by identity of the record, so a changed record never gets a stale
-        principal): a store that hands out the same record object, such as the
-        memory store or a cache, then costs no new principal per request.
-        """
-        cached = _PRINCIPALS.get(record.key_id)
-        if cached is not None and cached[0] is record and cls is Principal:
-            return cached[1]
-        principal = cls(
+        """The principal of a verified key."""
+        return cls(
             key_id=record.key_id,
             owner=record.owner,
             scopes=record.scopes,
@@ -145,11 +136,6 @@ class Principal:
             metadata=record.metadata,
             rate_limit=record.rate_limit,
         )
-        if cls is Principal:
-            if len(_PRINCIPALS) >= _PRINCIPALS_MAX:
-                _PRINCIPALS.clear()
-            _PRINCIPALS[record.key_id] = (record, principal)
-        return principal
 
     @property
     def is_authenticated(self) -> bool:
@@ -169,9 +155,3 @@ class Principal:
     def has_scopes(self, scopes: Iterable[str]) -> bool:
         """Return whether every scope in ``scopes`` was granted."""
         return self.scopes.issuperset(scopes)
-
-
-# Principal.from_record's memo: key_id -> (record, its principal). Bounded; a
-# pure cache, since a hit needs the very same (immutable) record object.
-_PRINCIPALS: dict[str, tuple[KeyRecord, Principal]] = {}
-_PRINCIPALS_MAX = 4096

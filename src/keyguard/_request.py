@@ -20,9 +20,23 @@ from typing import Final
 from urllib.parse import unquote_plus
 
 from ._errors import StorageError
-from ._flow import Call, Denial, DenialReason, Flow, VerifySettings, authenticate_flow
+from ._flow import (
+    Call,
+    Denial,
+    DenialReason,
+    Flow,
+    VerifySettings,
+    _new_call,
+    authenticate_flow,
+)
 from ._http import STATUS_BY_REASON
-from ._limits import RateLimits, admit_flow, blocked_denial, failure_flow
+from ._limits import (
+    RateLimits,
+    blocked_denial,
+    failure_flow,
+    limited_denial,
+    limiter_unavailable,
+)
 from ._options import MiddlewareOptions
 from ._records import Principal
 from .ratelimit import RateLimitDecision
@@ -114,6 +128,11 @@ def _bearer(value: str, prefix: str) -> str | Denial:
     Spaces and tabs around and between scheme and key are tolerated; the
     scheme is compared case-insensitively (RFC 9110).
     """
+    if value[:7] == "Bearer " and value[7:8] not in ("", " "):
+        token = value[7:]
+        # The canonical form: one key, nothing around it; anything else is examined below.
+        if " " not in token and "," not in token and "\t" not in token:
+            return token
     if "," in value:
         return _invalid(
             "send exactly one Authorization header with one credential; several were sent "
@@ -214,7 +233,6 @@ def request_flow(
     gate: Gate,
     method: str,
     path: str,
-    *,
     scheme: str,
     client: str | None,
     authorization: str | None,
@@ -238,6 +256,7 @@ def request_flow(
     token = _credential(options, gate.prefix, authorization, api_key)
     limits = gate.limits
     address = "unknown" if client is None else client
+    principal: Principal | None = None
     if token is None:
         refusal = yield from _form_flow(options, content_type)
         if refusal is not None:
@@ -246,29 +265,40 @@ def request_flow(
             return Denial(DenialReason.MISSING_CREDENTIALS, _MISSING), None
         if limits is None:
             return None, None
-        refusal, decision = yield from admit_flow(
-            limits, "anonymous:" + address, None, None, method, path
+        counted, key_policy = "anonymous:" + address, None
+    else:
+        if isinstance(token, Denial):
+            return token, None
+        if options.require_https and scheme not in _SECURE_SCHEMES and not _is_local(client):
+            return _invalid(_NOT_HTTPS), None
+        if limits is not None and limits._blocked:  # some address is blocked: is this one?
+            wait = limits.blocked_for(address)
+            if wait:
+                return blocked_denial(wait), None
+        result = yield from authenticate_flow(
+            gate.settings,
+            token,
+            required_scopes=options.required_scopes,
+            environment=gate.environment,
         )
-        return (None, decision) if refusal is None else (refusal, None)
-    if isinstance(token, Denial):
-        return token, None
-    if options.require_https and scheme not in _SECURE_SCHEMES and not _is_local(client):
-        return _invalid(_NOT_HTTPS), None
-    if limits is not None and limits.failure is not None:
-        wait = limits.blocked_for(address)
-        if wait:
-            return blocked_denial(wait), None
-    result = yield from authenticate_flow(
-        gate.settings, token, required_scopes=options.required_scopes, environment=gate.environment
-    )
-    if limits is None:
-        return result, None
-    if isinstance(result, Denial):
-        return (yield from failure_flow(limits, address, result)), None
-    refusal, decision = yield from admit_flow(
-        limits, result.key_id, result.key_id, result.rate_limit, method, path
-    )
-    return (result, decision) if refusal is None else (refusal, None)
+        if limits is None:
+            return result, None
+        if isinstance(result, Denial):
+            return (yield from failure_flow(limits, address, result)), None
+        principal, counted, key_policy = result, result.key_id, result.rate_limit
+    # The request is accepted: count it against every policy that applies, at once.
+    policies = limits.policies(key_policy, method, path)
+    if not policies:
+        return principal, None
+    key_id = None if principal is None else principal.key_id
+    try:
+        decision: RateLimitDecision = yield _new_call(Call, ("limiter", "hit", (counted, policies)))
+    except StorageError:
+        # keyguard's limiters answer with on_backend_error instead; another one may raise.
+        return limiter_unavailable(key_id), None
+    if decision.allowed:
+        return principal, decision
+    return limited_denial(decision, limits.legacy, key_id), None
 
 
 def scope_denial(principal: Principal, required: Collection[str]) -> Denial | None:

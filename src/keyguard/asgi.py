@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._flow import Denial, drive_async
+from ._flow import Denial, drive_async, drive_sync
 from ._http import Responder
 from ._limits import HeaderRenderer, RateLimits
 from ._manager import AsyncKeyManager
@@ -51,7 +51,9 @@ def _adding_headers(send: Send, raw: list[tuple[bytes, bytes]]) -> Send:
 
     async def sender(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", ()), *raw]}
+            # A new list (the app may reuse its own), set on the app's message as
+            # Starlette's middlewares do.
+            message["headers"] = [*message.get("headers", ()), *raw]
         await send(message)
 
     return sender
@@ -123,6 +125,10 @@ class KeyguardMiddleware:
         self._headers = HeaderRenderer(self.options.legacy_rate_limit_headers)
         self.responder = Responder(self.options.realm)
         self._targets: dict[str, Any] = {"store": manager.store, "limiter": limiter}
+        self._nonblocking = getattr(manager.store, "nonblocking", False) and (
+            limiter is None or getattr(limiter, "nonblocking", False)
+        )
+        self._has_public = bool(self.options._public_exact or self.options._public_starts)
         header = self.options.api_key_header
         self._api_key_name = header.lower().encode("latin-1") if header else None
 
@@ -138,7 +144,7 @@ class KeyguardMiddleware:
         root: str = scope.get("root_path", "")
         if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
             path = path[len(root) :] or "/"
-        if self.gate.options.is_public(path):
+        if self._has_public and self.gate.options.is_public(path):
             scope["user"] = scope["auth"] = ANONYMOUS
             scope[PRINCIPAL_SCOPE_KEY] = None
             await self.app(scope, receive, send)
@@ -165,20 +171,22 @@ class KeyguardMiddleware:
         host: str | None = client[0] if client else None
         query: bytes = scope.get("query_string", b"")
         method: str = scope.get("method", "WEBSOCKET")
-        result, decision = await drive_async(
-            request_flow(
-                self.gate,
-                method,
-                path,
-                scheme=scope.get("scheme", "http"),
-                client=host,
-                authorization=None if authorization is None else authorization.decode("latin-1"),
-                api_key=None if api_key is None else api_key.decode("latin-1"),
-                query_string=query.decode("latin-1") if query else "",
-                content_type=body_type,
-            ),
-            targets,
+        flow = request_flow(
+            self.gate,
+            method,
+            path,
+            scope.get("scheme", "http"),
+            host,
+            None if authorization is None else authorization.decode("latin-1"),
+            None if api_key is None else api_key.decode("latin-1"),
+            query.decode("latin-1") if query else "",
+            body_type,
         )
+        if reader is None and self._nonblocking:
+            # Only in-memory backends: nothing to await, so no coroutine per call.
+            result, decision = drive_sync(flow, targets)
+        else:
+            result, decision = await drive_async(flow, targets)
         log_decision(method, path, host, result)
         if isinstance(result, Denial):
             await self._refuse(kind, method, send, result)

@@ -45,6 +45,9 @@ class MemoryRateLimiter:
         max_keys: The most keys remembered at once, at least 1.
     """
 
+    #: No I/O: async drivers call the sync methods directly (see ``drive_async``).
+    nonblocking = True
+
     def __init__(
         self, *, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000
     ) -> None:

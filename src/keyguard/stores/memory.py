@@ -20,6 +20,9 @@ class MemoryKeyStore:
     (SQLite by default) for keys that must outlive a restart.
     """
 
+    #: No I/O: async drivers call the sync methods directly (see ``drive_async``).
+    nonblocking = True
+
     def __init__(self, records: Sequence[KeyRecord] = ()) -> None:
         self._records: dict[str, KeyRecord] = {}
         self._lock = threading.Lock()
