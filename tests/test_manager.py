@@ -446,6 +446,33 @@ def test_verified_cache_spares_the_slow_hash(make: Factory, fast_bcrypt: Passlib
     assert len(calls) == 3, "revoke must drop the cached verification"
 
 
+def test_without_cache_and_memo_every_request_pays_the_slow_hash(
+    make: Factory, fast_bcrypt: PasslibHasher
+) -> None:
+    calls = []
+
+    class Spy(PasslibHasher):
+        def verify(self, secret: str, stored: str) -> bool:
+            calls.append(stored)
+            return super().verify(secret, stored)
+
+    spy = Spy(fast_bcrypt._context)
+    for token_memo, expected in ((False, 3), (True, 1)):
+        calls.clear()
+        env = make(
+            legacy_hashers=[spy],
+            upgrade_hashes=False,
+            verified_cache=False,
+            token_memo=token_memo,
+            last_used=None,  # a last-used write gives a new record, which the memo re-checks
+            key_format=KeyFormat(accept_split_keys=True),
+        )
+        env.manager.import_key("legacy04", spy.hash("s3cret"), owner="acme")
+        for _ in range(3):
+            assert isinstance(env.manager.authenticate("legacy04.s3cret"), Principal)
+        assert len(calls) == expected, f"token_memo={token_memo}"
+
+
 def test_import_validation(make: Factory) -> None:
     env = make()
     with pytest.raises(ValueError, match="hasher"):

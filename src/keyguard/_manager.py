@@ -318,8 +318,10 @@ class KeyManager(_KeyOperations):
         legacy_hashers: Also accepted for stored hashes of imported keys,
             such as :class:`PasslibHasher` for bcrypt.
         verified_cache: Remembers slow-hash verifications. ``True`` (default)
-            makes one when a slow hasher is configured; ``False`` turns it off
-            (every request then pays the slow hash); or pass your own.
+            makes one when a slow hasher is configured; ``False`` turns it off;
+            or pass your own. With it off *and* ``token_memo=False`` every
+            request pays the slow hash; the token memo alone still spares a
+            repeated token while the store returns the same record.
         upgrade_hashes: Re-hash a key with ``hasher`` after its first
             successful verification with a legacy or outdated hash.
         environment: When set, :meth:`authenticate` refuses keys of any other
