@@ -210,7 +210,7 @@ class VerifySettings:
     legacy_hashers: tuple[SecretHasher, ...]
     verified_cache: VerifiedSecretCache | None
     upgrade_hashes: bool
-    dummy_hash: str
+    dummy_hash: str = field(repr=False)
     now: Callable[[], Any]
     last_used: LastUsedRecorder | None = None
     token_memo: TokenMemo | None = None
