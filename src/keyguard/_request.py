@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from typing import Final
+from typing import Any, Final
 from urllib.parse import unquote_plus
 
 from ._errors import StorageError
@@ -29,15 +29,16 @@ from ._flow import (
     _new_call,
     authenticate_flow,
 )
-from ._http import STATUS_BY_REASON
+from ._http import STATUS_BY_REASON, Responder
 from ._limits import (
+    HeaderRenderer,
     RateLimits,
     blocked_denial,
     failure_flow,
     limited_denial,
     limiter_unavailable,
 )
-from ._options import MiddlewareOptions
+from ._options import MiddlewareOptions, options_for
 from ._records import Principal
 from .ratelimit import RateLimitDecision
 
@@ -49,6 +50,7 @@ __all__ = [
     "log_decision",
     "request_flow",
     "scope_denial",
+    "wire",
 ]
 
 access_logger = logging.getLogger("keyguard.access")
@@ -222,6 +224,23 @@ class Gate:
 
     def __repr__(self) -> str:
         return f"Gate(options={self.options!r}, limits={self.limits!r})"
+
+
+def wire(
+    manager: Any, options: MiddlewareOptions | None, limiter: object
+) -> tuple[MiddlewareOptions, Gate, HeaderRenderer, Responder, dict[str, Any]]:
+    """What either middleware builds once from its key manager, options and limiter:
+    the options, the gate, the rate-limit header renderer, the responder, and the
+    targets the request flow's calls go to."""
+    options, environment = options_for(manager, options)
+    limits = None if limiter is None else RateLimits(options, manager.clock.monotonic)
+    return (
+        options,
+        Gate(options, manager._settings, environment, limits),
+        HeaderRenderer(options.legacy_rate_limit_headers),
+        Responder(options.realm),
+        {"store": manager.store, "limiter": limiter},
+    )
 
 
 #: What a request flow ends in: the Principal (None: anonymous) or a Denial, and the

@@ -19,14 +19,10 @@ WebSocket is closed with code 1008 before it is accepted.
 
 from __future__ import annotations
 
-from typing import Any
-
 from ._flow import Denial, drive_async, drive_sync
-from ._http import Responder
-from ._limits import HeaderRenderer, RateLimits
 from ._manager import AsyncKeyManager
-from ._options import MiddlewareOptions, options_for
-from ._request import ANONYMOUS, Gate, log_decision, request_flow
+from ._options import MiddlewareOptions
+from ._request import ANONYMOUS, log_decision, request_flow, wire
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .ratelimit import AsyncRateLimiter
 
@@ -118,13 +114,10 @@ class KeyguardMiddleware:
             )
         self.app = app
         self.manager = manager
-        self.options, environment = options_for(manager, options)
         self.limiter = _checked_limiter(limiter)
-        limits = None if limiter is None else RateLimits(self.options, manager.clock.monotonic)
-        self.gate = Gate(self.options, manager._settings, environment, limits)
-        self._headers = HeaderRenderer(self.options.legacy_rate_limit_headers)
-        self.responder = Responder(self.options.realm)
-        self._targets: dict[str, Any] = {"store": manager.store, "limiter": limiter}
+        self.options, self.gate, self._headers, self.responder, self._targets = wire(
+            manager, options, self.limiter
+        )
         self._nonblocking = getattr(manager.store, "nonblocking", False) and (
             limiter is None or getattr(limiter, "nonblocking", False)
         )

@@ -22,11 +22,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from ._flow import Denial, drive_sync
-from ._http import Responder
-from ._limits import HeaderRenderer, RateLimits
 from ._manager import KeyManager
-from ._options import MiddlewareOptions, options_for
-from ._request import Gate, log_decision, request_flow
+from ._options import MiddlewareOptions
+from ._request import log_decision, request_flow, wire
 from ._types import StartResponse, WSGIApp, WSGIEnviron
 from .ratelimit import RateLimiter
 
@@ -103,13 +101,10 @@ class KeyguardWSGIMiddleware:
             )
         self.app = app
         self.manager = manager
-        self.options, environment = options_for(manager, options)
         self.limiter = _checked_limiter(limiter)
-        limits = None if limiter is None else RateLimits(self.options, manager.clock.monotonic)
-        self.gate = Gate(self.options, manager._settings, environment, limits)
-        self._headers = HeaderRenderer(self.options.legacy_rate_limit_headers)
-        self.responder = Responder(self.options.realm)
-        self._targets: dict[str, Any] = {"store": manager.store, "limiter": limiter}
+        self.options, self.gate, self._headers, self.responder, self._targets = wire(
+            manager, options, self.limiter
+        )
         header = self.options.api_key_header
         self._api_key_key = "HTTP_" + header.upper().replace("-", "_") if header else None
 
