@@ -63,10 +63,11 @@ class RateLimits:
 
     __slots__ = (
         "_blocked",
-        "_default_only",
         "_monotonic",
         "default",
+        "default_only",
         "failure",
+        "has_routes",
         "legacy",
         "options",
     )
@@ -78,16 +79,16 @@ class RateLimits:
         self.legacy = options.legacy_rate_limit_headers
         self._monotonic = monotonic
         self._blocked: dict[str, float] = {}
-        self._default_only: tuple[Policy, ...] = () if self.default is None else (self.default,)
+        #: The policies of a request with neither a key policy nor route policies.
+        self.default_only: tuple[Policy, ...] = () if self.default is None else (self.default,)
+        self.has_routes = bool(options._routes)
 
     def __repr__(self) -> str:
         return f"RateLimits(default={self.default!r}, failure={self.failure!r})"
 
     def policies(self, key_policy: Policy | None, method: str, path: str) -> tuple[Policy, ...]:
-        if not self.options._routes:
-            if key_policy is None:
-                return self._default_only
-            return (key_policy,)
+        if not self.has_routes:
+            return self.default_only if key_policy is None else (key_policy,)
         routes = self.options.route_policies(method, path)
         try:
             return applicable_policies(self.default, key_policy, routes)

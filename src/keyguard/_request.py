@@ -124,17 +124,25 @@ def _param_in(encoded: str, names: frozenset[str]) -> str | None:
     return None
 
 
+def _is_canonical_bearer(value: str) -> bool:
+    """``Bearer <key>`` exactly: one space, one key, nothing around it or in it to examine."""
+    return (
+        value[:7] == "Bearer "
+        and len(value) > 7
+        and " " not in value[7:]
+        and "," not in value
+        and "\t" not in value
+    )
+
+
 def _bearer(value: str, prefix: str) -> str | Denial:
     """The token of an ``Authorization`` value, or the denial for a malformed one.
 
     Spaces and tabs around and between scheme and key are tolerated; the
     scheme is compared case-insensitively (RFC 9110).
     """
-    if value[:7] == "Bearer " and value[7:8] not in ("", " "):
-        token = value[7:]
-        # The canonical form: one key, nothing around it; anything else is examined below.
-        if " " not in token and "," not in token and "\t" not in token:
-            return token
+    if _is_canonical_bearer(value):
+        return value[7:]
     if "," in value:
         return _invalid(
             "send exactly one Authorization header with one credential; several were sent "
@@ -170,6 +178,8 @@ def _credential(
 ) -> str | Denial | None:
     """The token the request carries, the denial for a malformed credential, or None."""
     if authorization is not None:
+        if api_key is None and _is_canonical_bearer(authorization):
+            return authorization[7:]
         if api_key is not None:
             return _invalid(_BOTH_HEADERS.format(options.api_key_header))
         return _bearer(authorization, prefix)
@@ -306,7 +316,11 @@ def request_flow(
             return (yield from failure_flow(limits, address, result)), None
         principal, counted, key_policy = result, result.key_id, result.rate_limit
     # The request is accepted: count it against every policy that applies, at once.
-    policies = limits.policies(key_policy, method, path)
+    policies = (
+        limits.default_only
+        if key_policy is None and not limits.has_routes
+        else limits.policies(key_policy, method, path)
+    )
     if not policies:
         return principal, None
     key_id = None if principal is None else principal.key_id
