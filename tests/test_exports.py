@@ -33,3 +33,33 @@ def test_version() -> None:
     from importlib.metadata import version
 
     assert keyguard.__version__ == version("keyguard")
+
+
+def test_the_core_imports_without_any_extra() -> None:
+    """`pip install keyguard` alone: no optional dependency may be needed to import and use it."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+BLOCKED = ("sqlalchemy", "psycopg", "aiosqlite", "redis", "fastapi", "starlette", "flask",
+           "werkzeug", "passlib", "bcrypt", "argon2", "httpx", "uvicorn", "pydantic")
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError("blocked optional dependency: " + name)
+        return None
+sys.meta_path.insert(0, Block())
+import keyguard, keyguard.asgi, keyguard.wsgi, keyguard.cli, keyguard.ratelimit, keyguard.stores
+from keyguard.stores import MemoryKeyStore
+keys = keyguard.KeyManager(MemoryKeyStore())
+token = keys.create("acme").token
+assert isinstance(keys.authenticate(token), keyguard.Principal)
+assert keyguard.MemoryRateLimiter().hit("k", (keyguard.Policy("p", 1, 1),)).allowed
+print("ok")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
