@@ -137,10 +137,12 @@ class HeaderRenderer:
             the general path).
     """
 
-    __slots__ = ("_legacy", "_policies")
+    __slots__ = ("_last", "_legacy", "_policies")
 
     def __init__(self, legacy: bool) -> None:
         self._legacy = legacy
+        # The last policy rendered, replaced as one tuple so that threads never mix two.
+        self._last: tuple[Policy | None, bytes, bytes] = (None, b"", b"")
         self._policies: dict[int, tuple[Policy, str, str, bytes, str, bytes]] = {}
 
     def __repr__(self) -> str:
@@ -184,10 +186,17 @@ class HeaderRenderer:
         if len(states) != 1 or self._legacy:
             return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.text(decision)]
         policy, remaining, reset = states[0]
-        parts = self._parts(policy)
+        last = self._last  # (policy, its RateLimit-Policy bytes, its RateLimit prefix)
+        if last[0] is not policy:
+            parts = self._parts(policy)
+            last = self._last = (policy, parts[3], parts[5])
         whole = int(reset)
-        limit = b"%b%d;t=%d" % (parts[5], remaining, whole if whole == reset else whole + 1)
-        return [(b"ratelimit-policy", parts[3]), (b"ratelimit", limit)]
+        if whole != reset:
+            whole += 1
+        return [
+            (b"ratelimit-policy", last[1]),
+            (b"ratelimit", b"%b%d;t=%d" % (last[2], remaining, whole)),
+        ]
 
 
 def limited_denial(decision: RateLimitDecision, legacy: bool, key_id: str | None) -> Denial:

@@ -58,6 +58,7 @@ class MemoryRateLimiter:
         self._keys: OrderedDict[str, dict[str, tuple[int, int]]] = OrderedDict()
         self._lock = threading.Lock()
         self._params: dict[int, tuple[Policy, gcra.Params]] = {}
+        self._last: tuple[Policy | None, gcra.Params] = (None, gcra.Params("", 1, 1, 1))
 
     def __repr__(self) -> str:
         return f"MemoryRateLimiter(keys={len(self._keys)}, max_keys={self._max_keys})"
@@ -73,8 +74,12 @@ class MemoryRateLimiter:
         if not key or type(key) is not str or type(cost) is not int or cost < 0:
             check_request(key, policies, cost)
         policy = policies[0]
-        cached = self._params.get(id(policy))
-        params = cached[1] if cached is not None and cached[0] is policy else self._remember(policy)
+        last = self._last  # the last policy hit and its parameters, one tuple for threads
+        if last[0] is policy:
+            params = last[1]
+        else:
+            params = self._remember(policy)
+            self._last = (policy, params)
         now_ms = int(self._clock() * 1000 + 0.5)
         keys = self._keys
         with self._lock:
