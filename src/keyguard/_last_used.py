@@ -81,11 +81,11 @@ class LastUsedRecorder:
             now: Returns the wall-clock time; called only when the use is recorded.
         """
         mono = self._clock()
-        if mono - self._last_batch < self.interval:
-            noted = self._noted.get(key_id)
-            if noted is not None and mono - noted < NOTE_RESOLUTION:
-                return None
-        self._noted[key_id] = mono
+        # _noted holds, per key, when it is worth noting again; an empty batch is never due
+        # before _last_batch + interval, so both checks are plain comparisons.
+        if mono < self._noted.get(key_id, 0.0) and mono - self._last_batch < self.interval:
+            return None
+        self._noted[key_id] = mono + NOTE_RESOLUTION
         return self.record(key_id, now())
 
     def restore(self, batch: Mapping[str, datetime]) -> None:
