@@ -26,8 +26,8 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Sequence
-from typing import Any, cast, get_args
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, get_args
 
 try:
     import redis
@@ -41,7 +41,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "keyguard.ratelimit.redis needs redis-py: pip install 'keyguard[redis]'"
     ) from exc
 
-from .._flow import Call
+from .._errors import StorageError
+from .._flow import Call, drive_async, drive_sync
 from . import gcra
 from ._base import BackendErrorMode, PolicyState, RateLimitDecision, check_request
 from ._policy import Policy
@@ -300,12 +301,14 @@ class RedisRateLimiter:
         try:
             try:
                 raw = yield Call("redis", "evalsha", (_SCRIPT_SHA, len(keys), *keys, *argv))
-            except NoScriptError:
+            except StorageError as exc:
+                if not isinstance(exc.__cause__, NoScriptError):
+                    raise
                 raw = yield Call("redis", "eval", (GCRA_SCRIPT, len(keys), *keys, *argv))
             decision = _parse(raw, policies)
         except Exception as exc:  # any failure of the backend is on_backend_error's to answer
             now = self._monotonic()  # after the failure: a timeout may have taken a while
-            self._record_failure(exc, now)
+            self._record_failure(exc.__cause__ or exc, now)
             return self._degraded(key, policies, cost, now)
         if self._failing:
             self._record_recovery()
@@ -324,7 +327,7 @@ class RedisRateLimiter:
         local = self._fallback.hit(key, policies, cost)
         return RateLimitDecision(local.allowed, local.states, local.retry_after, "local")
 
-    def _record_failure(self, exc: Exception, now: float) -> None:
+    def _record_failure(self, exc: BaseException, now: float) -> None:
         with self._state_lock:
             self._backend_failures += 1
             wait = self._next_backoff
@@ -359,18 +362,7 @@ class RedisRateLimiter:
         client = self._client
         if client is None:
             raise TypeError("this RedisRateLimiter has no redis.Redis client; use ahit()")
-        flow = self._hit_flow(key, policies, cost)
-        try:
-            call = next(flow)
-            while True:
-                try:
-                    result = getattr(client, call.method)(*call.args)
-                except Exception as exc:  # the flow decides what a failure means
-                    call = flow.throw(exc)
-                else:
-                    call = flow.send(result)
-        except StopIteration as stop:
-            return cast(RateLimitDecision, stop.value)
+        return drive_sync(self._hit_flow(key, policies, cost), {"redis": client})
 
     async def ahit(self, key: str, policies: Sequence[Policy], cost: int = 1) -> RateLimitDecision:
         """See :meth:`keyguard.ratelimit.AsyncRateLimiter.ahit`. Never raises for a Redis failure.
@@ -381,19 +373,9 @@ class RedisRateLimiter:
         client = self._async_client
         if client is None:
             raise TypeError("this RedisRateLimiter has no redis.asyncio.Redis client; use hit()")
-        flow = self._hit_flow(key, policies, cost)
-        try:
-            call = next(flow)
-            while True:
-                try:
-                    pending: Awaitable[Any] = getattr(client, call.method)(*call.args)
-                    result = await pending
-                except Exception as exc:  # the flow decides what a failure means
-                    call = flow.throw(exc)
-                else:
-                    call = flow.send(result)
-        except StopIteration as stop:
-            return cast(RateLimitDecision, stop.value)
+        return await drive_async(
+            self._hit_flow(key, policies, cost), {"redis": _AsyncScriptCalls(client)}
+        )
 
     def close(self) -> None:
         """Close the sync client if this limiter made it (see ``owns_clients``)."""
@@ -406,6 +388,21 @@ class RedisRateLimiter:
             if self._async_client is not None:
                 await self._async_client.aclose()
             self.close()
+
+
+class _AsyncScriptCalls:
+    """The asyncio client's script commands under the ``a`` names ``drive_async`` calls."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    async def aevalsha(self, *args: Any) -> Any:
+        return await self._client.evalsha(*args)
+
+    async def aeval(self, *args: Any) -> Any:
+        return await self._client.eval(*args)
 
 
 def _parse(raw: Sequence[int], policies: Sequence[Policy]) -> RateLimitDecision:
