@@ -36,6 +36,7 @@ __all__ = [
     "TokenMemo",
     "drive_async",
     "drive_sync",
+    "scope_denial",
     "token_digest",
 ]
 
@@ -250,6 +251,23 @@ def _verify_secret(
     return ok, hasher
 
 
+def scope_denial(key_id: str, granted: frozenset[str], required: Collection[str]) -> Denial | None:
+    """The 403 denial of a key granted ``granted`` for a request needing ``required``, or None.
+
+    The one place a missing scope is decided: the verification flow and the
+    framework integrations' per-route scopes both ask here.
+    """
+    missing = frozenset(required) - granted
+    if not missing:
+        return None
+    return Denial(
+        DenialReason.INSUFFICIENT_SCOPE,
+        "the API key lacks the scope " + " ".join(sorted(missing)),
+        key_id=key_id,
+        missing_scopes=missing,
+    )
+
+
 def authenticate_flow(
     settings: VerifySettings,
     token: str,
@@ -322,14 +340,10 @@ def authenticate_flow(
         return Denial(DenialReason.REVOKED, "the API key has been revoked", key_id=record.key_id)
     if record.expires_at is not None and settings.now() >= record.expires_at:
         return Denial(DenialReason.EXPIRED, "the API key has expired", key_id=record.key_id)
-    missing = frozenset(required_scopes) - record.scopes if required_scopes else None
-    if missing:
-        return Denial(
-            DenialReason.INSUFFICIENT_SCOPE,
-            "the API key lacks the scope " + " ".join(sorted(missing)),
-            key_id=record.key_id,
-            missing_scopes=missing,
-        )
+    if required_scopes:
+        refusal = scope_denial(record.key_id, record.scopes, required_scopes)
+        if refusal is not None:
+            return refusal
     if (
         settings.upgrade_hashes
         and record is not remembered

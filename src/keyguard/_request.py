@@ -15,7 +15,6 @@ outcome into HTTP. A form body is read only when it could hold the key, by a
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
 from typing import Any, Final
 from urllib.parse import unquote_plus
 
@@ -44,12 +43,12 @@ from .ratelimit import RateLimitDecision
 
 __all__ = [
     "ANONYMOUS",
+    "MISSING_KEY",
     "Anonymous",
     "Gate",
     "Outcome",
     "log_decision",
     "request_flow",
-    "scope_denial",
     "wire",
 ]
 
@@ -102,7 +101,11 @@ _NOT_IN_BODY = (
     "send the API key in the Authorization header (Authorization: Bearer <key>), not in the "
     "request body (form field {!r})"
 )
-_MISSING = "this API needs an API key: send it as Authorization: Bearer <key>"
+#: The refusal of a request to a protected path that carries no key at all.
+MISSING_KEY: Final = Denial(
+    DenialReason.MISSING_CREDENTIALS,
+    "this API needs an API key: send it as Authorization: Bearer <key>",
+)
 _NOT_HTTPS = (
     "API keys are accepted over HTTPS only, and this request came over plain HTTP; treat the "
     "key as exposed if it crossed an untrusted network. Operators: if TLS ends at a proxy in "
@@ -291,7 +294,7 @@ def request_flow(
         if refusal is not None:
             return refusal, None
         if not options.optional:
-            return Denial(DenialReason.MISSING_CREDENTIALS, _MISSING), None
+            return MISSING_KEY, None
         if limits is None:
             return None, None
         counted, key_policy = "anonymous:" + address, None
@@ -332,19 +335,6 @@ def request_flow(
     if decision.allowed:
         return principal, decision
     return limited_denial(decision, limits.legacy, key_id), None
-
-
-def scope_denial(principal: Principal, required: Collection[str]) -> Denial | None:
-    """The 403 denial for a principal that lacks some of ``required``, or None."""
-    missing = frozenset(required) - principal.scopes
-    if not missing:
-        return None
-    return Denial(
-        DenialReason.INSUFFICIENT_SCOPE,
-        "the API key lacks the scope " + " ".join(sorted(missing)),
-        key_id=principal.key_id,
-        missing_scopes=missing,
-    )
 
 
 def _escape(text: str) -> str:

@@ -36,12 +36,12 @@ except ImportError as exc:  # pragma: no cover (the extra is installed in tests)
         "keyguard.integrations.fastapi needs FastAPI: pip install 'keyguard[fastapi]'"
     ) from exc
 
-from .._flow import Denial, DenialReason
+from .._flow import scope_denial
 from .._http import Responder, Response
 from .._manager import AsyncKeyManager
 from .._options import MiddlewareOptions
 from .._records import Principal
-from .._request import scope_denial
+from .._request import MISSING_KEY
 from ..asgi import PRINCIPAL_SCOPE_KEY, KeyguardMiddleware
 from ..ratelimit import AsyncRateLimiter
 
@@ -156,14 +156,12 @@ class Keyguard(SecurityBase):
         if principal is None:
             if not self.auto_error:
                 return None
-            denial = Denial(
-                DenialReason.MISSING_CREDENTIALS,
-                "this API needs an API key: send it as Authorization: Bearer <key>",
-            )
+            denial = MISSING_KEY
         else:
-            found = scope_denial(cast(Principal, principal), security_scopes.scopes)
+            granted = cast(Principal, principal)
+            found = scope_denial(granted.key_id, granted.scopes, security_scopes.scopes)
             if found is None:
-                return cast(Principal, principal)
+                return granted
             denial = found
         if connection.scope["type"] == "websocket":
             raise WebSocketException(code=1008, reason=self.responder.close_reason(denial))

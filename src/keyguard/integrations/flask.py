@@ -36,12 +36,12 @@ except ImportError as exc:  # pragma: no cover (the extra is installed in tests)
         "keyguard.integrations.flask needs Flask: pip install 'keyguard[flask]'"
     ) from exc
 
-from .._flow import Denial, DenialReason
+from .._flow import Denial, scope_denial
 from .._http import Responder
 from .._manager import KeyManager
 from .._options import MiddlewareOptions
 from .._records import Principal
-from .._request import scope_denial
+from .._request import MISSING_KEY
 from ..ratelimit import RateLimiter
 from ..wsgi import PRINCIPAL_ENVIRON_KEY, KeyguardWSGIMiddleware
 
@@ -124,12 +124,10 @@ def _refusal(required: tuple[str, ...]) -> FlaskResponse | None:
         )
     denial: Denial | None
     if principal is None:
-        denial = Denial(
-            DenialReason.MISSING_CREDENTIALS,
-            "this API needs an API key: send it as Authorization: Bearer <key>",
-        )
+        denial = MISSING_KEY
     else:
-        denial = scope_denial(cast(Principal, principal), required)
+        granted = cast(Principal, principal)
+        denial = scope_denial(granted.key_id, granted.scopes, required)
     if denial is None:
         return None
     extension = current_app.extensions.get(_EXTENSION)
