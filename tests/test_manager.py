@@ -518,3 +518,19 @@ def test_reprs_show_no_secrets() -> None:
     for obj in (manager, issued, issued.record, manager.store):
         assert issued.token not in repr(obj)
         assert issued.record.secret_hash not in repr(obj)
+
+
+def test_record_status_reads_a_clock_only_for_keys_that_expire() -> None:
+    from datetime import UTC, datetime
+
+    from keyguard.testing import sample_record
+
+    def no_clock() -> datetime:
+        raise AssertionError("a key without an expiry needs no clock")
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    assert sample_record(expires_at=None).status(no_clock) == "active"
+    assert sample_record(expires_at=None, revoked_at=t0).status(no_clock) == "revoked"
+    expiring = sample_record(expires_at=t0)
+    assert expiring.status(lambda: t0) == "expired"
+    assert expiring.status(t0 - timedelta(seconds=1)) == "active"

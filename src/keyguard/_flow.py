@@ -335,10 +335,10 @@ def authenticate_flow(
             f"this API accepts only {wanted_env!r} keys",
             key_id=record.key_id,
         )
-    # KeyRecord.status(), without reading the clock for a key that never expires.
-    if record.revoked_at is not None:
+    status = record.status(settings.now)
+    if status == "revoked":
         return Denial(DenialReason.REVOKED, "the API key has been revoked", key_id=record.key_id)
-    if record.expires_at is not None and settings.now() >= record.expires_at:
+    if status == "expired":
         return Denial(DenialReason.EXPIRED, "the API key has expired", key_id=record.key_id)
     if required_scopes:
         refusal = scope_denial(record.key_id, record.scopes, required_scopes)

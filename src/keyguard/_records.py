@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -36,11 +36,15 @@ class KeyRecord:
     rate_limit: Policy | None = None
     replaced_by: str | None = None
 
-    def status(self, now: datetime) -> KeyStatus:
-        """``"revoked"``, ``"expired"`` (at ``now``) or ``"active"``."""
+    def status(self, now: datetime | Callable[[], datetime]) -> KeyStatus:
+        """``"revoked"``, ``"expired"`` (at ``now``) or ``"active"``.
+
+        ``now`` may be a clock (such as ``Clock.now``): it is then read only for
+        a key that has an expiry, which spares the clock on every request.
+        """
         if self.revoked_at is not None:
             return "revoked"
-        if self.expires_at is not None and now >= self.expires_at:
+        if self.expires_at is not None and (now() if callable(now) else now) >= self.expires_at:
             return "expired"
         return "active"
 
