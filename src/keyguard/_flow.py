@@ -161,23 +161,22 @@ class TokenMemo:
     hits. Bounded: the oldest entry goes first.
     """
 
-    __slots__ = ("_entries", "max_size")
+    __slots__ = ("_entries", "get", "max_size")
 
     def __init__(self, max_size: int = 10_000) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self.max_size = max_size
         self._entries: dict[bytes, tuple[str, str | None, KeyRecord, Principal]] = {}
+        #: The key_id, token environment, record and principal remembered for a
+        #: digest, or None: the dict's own ``get``, as it runs on every request.
+        self.get = self._entries.get
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __repr__(self) -> str:
         return f"TokenMemo(size={len(self)}, max_size={self.max_size})"
-
-    def get(self, digest: bytes) -> tuple[str, str | None, KeyRecord, Principal] | None:
-        """The key_id, token environment, record and principal remembered for a digest."""
-        return self._entries.get(digest)
 
     def remember(
         self, digest: bytes, key_id: str, env: str | None, record: KeyRecord, principal: Principal
@@ -286,10 +285,11 @@ def authenticate_flow(
     batched ``last_used_at`` write (whose failure never denies the request).
     """
     memo = settings.token_memo
-    digest = remembered = principal = None
+    principal: Principal  # from the memo, or made once the secret verified
+    digest = remembered = None
     if memo is not None:
         digest = token_digest(token)
-        entry = memo._entries.get(digest)
+        entry = memo.get(digest)
         if entry is not None:
             key_id, token_env, remembered, principal = entry
     if remembered is None:
@@ -364,7 +364,7 @@ def authenticate_flow(
         batch = settings.last_used.note(record.key_id, settings.now)
         if batch:
             yield from touch_flow(settings.last_used, batch)
-    return principal if principal is not None else Principal.from_record(record)
+    return principal
 
 
 def touch_flow(recorder: LastUsedRecorder, batch: Mapping[str, Any]) -> Flow[None]:

@@ -63,11 +63,11 @@ class RateLimits:
 
     __slots__ = (
         "_blocked",
+        "_default_only",
+        "_has_routes",
         "_monotonic",
         "default",
-        "default_only",
         "failure",
-        "has_routes",
         "legacy",
         "options",
     )
@@ -80,15 +80,15 @@ class RateLimits:
         self._monotonic = monotonic
         self._blocked: dict[str, float] = {}
         #: The policies of a request with neither a key policy nor route policies.
-        self.default_only: tuple[Policy, ...] = () if self.default is None else (self.default,)
-        self.has_routes = bool(options._routes)
+        self._default_only: tuple[Policy, ...] = () if self.default is None else (self.default,)
+        self._has_routes = bool(options._routes)
 
     def __repr__(self) -> str:
         return f"RateLimits(default={self.default!r}, failure={self.failure!r})"
 
     def policies(self, key_policy: Policy | None, method: str, path: str) -> tuple[Policy, ...]:
-        if not self.has_routes:
-            return self.default_only if key_policy is None else (key_policy,)
+        if not self._has_routes:
+            return self._default_only if key_policy is None else (key_policy,)
         routes = self.options.route_policies(method, path)
         try:
             return applicable_policies(self.default, key_policy, routes)

@@ -144,8 +144,6 @@ def _bearer(value: str, prefix: str) -> str | Denial:
     Spaces and tabs around and between scheme and key are tolerated; the
     scheme is compared case-insensitively (RFC 9110).
     """
-    if _is_canonical_bearer(value):
-        return value[7:]
     if "," in value:
         return _invalid(
             "send exactly one Authorization header with one credential; several were sent "
@@ -181,10 +179,10 @@ def _credential(
 ) -> str | Denial | None:
     """The token the request carries, the denial for a malformed credential, or None."""
     if authorization is not None:
-        if api_key is None and _is_canonical_bearer(authorization):
-            return authorization[7:]
         if api_key is not None:
             return _invalid(_BOTH_HEADERS.format(options.api_key_header))
+        if _is_canonical_bearer(authorization):
+            return authorization[7:]
         return _bearer(authorization, prefix)
     if api_key is None:
         return None
@@ -319,11 +317,7 @@ def request_flow(
             return (yield from failure_flow(limits, address, result)), None
         principal, counted, key_policy = result, result.key_id, result.rate_limit
     # The request is accepted: count it against every policy that applies, at once.
-    policies = (
-        limits.default_only
-        if key_policy is None and not limits.has_routes
-        else limits.policies(key_policy, method, path)
-    )
+    policies = limits.policies(key_policy, method, path)
     if not policies:
         return principal, None
     key_id = None if principal is None else principal.key_id
