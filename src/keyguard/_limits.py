@@ -141,8 +141,9 @@ class HeaderRenderer:
 
     def __init__(self, legacy: bool) -> None:
         self._legacy = legacy
-        # The last policy rendered, replaced as one tuple so that threads never mix two.
-        self._last: tuple[Policy | None, bytes, bytes] = (None, b"", b"")
+        # The parts of the last policy looked up (one tuple, so threads never mix two):
+        # text() and raw() check it before _parts().
+        self._last: tuple[Policy | None, str, str, bytes, str, bytes] = (None, "", "", b"", "", b"")
         self._policies: dict[int, tuple[Policy, str, str, bytes, str, bytes]] = {}
 
     def __repr__(self) -> str:
@@ -151,6 +152,7 @@ class HeaderRenderer:
     def _parts(self, policy: Policy) -> tuple[Policy, str, str, bytes, str, bytes]:
         cached = self._policies.get(id(policy))
         if cached is not None and cached[0] is policy:
+            self._last = cached
             return cached
         if len(self._policies) >= _MAX_POLICIES:
             self._policies.clear()
@@ -166,7 +168,7 @@ class HeaderRenderer:
             ";t=",
             (prefix + ";r=").encode("latin-1"),
         )
-        self._policies[id(policy)] = parts
+        self._policies[id(policy)] = self._last = parts
         return parts
 
     def text(self, decision: RateLimitDecision) -> list[tuple[str, str]]:
@@ -175,10 +177,10 @@ class HeaderRenderer:
         if len(states) != 1 or self._legacy:
             return headers_of(decision, self._legacy)
         policy, remaining, reset = states[0]
-        _, policy_field, prefix, _, t, _ = self._parts(policy)
-        whole = int(reset)
-        limit = f"{prefix}{remaining}{t}{whole if whole == reset else whole + 1}"
-        return [("ratelimit-policy", policy_field), ("ratelimit", limit)]
+        last = self._last
+        parts = last if last[0] is policy else self._parts(policy)
+        limit = f"{parts[2]}{remaining}{parts[4]}{math.ceil(reset)}"
+        return [("ratelimit-policy", parts[1]), ("ratelimit", limit)]
 
     def raw(self, decision: RateLimitDecision) -> list[tuple[bytes, bytes]]:
         """Lowercase ``(name, value)`` byte pairs (ASGI)."""
@@ -186,16 +188,11 @@ class HeaderRenderer:
         if len(states) != 1 or self._legacy:
             return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.text(decision)]
         policy, remaining, reset = states[0]
-        last = self._last  # (policy, its RateLimit-Policy bytes, its RateLimit prefix)
-        if last[0] is not policy:
-            parts = self._parts(policy)
-            last = self._last = (policy, parts[3], parts[5])
-        whole = int(reset)
-        if whole != reset:
-            whole += 1
+        last = self._last
+        parts = last if last[0] is policy else self._parts(policy)
         return [
-            (b"ratelimit-policy", last[1]),
-            (b"ratelimit", b"%b%d;t=%d" % (last[2], remaining, whole)),
+            (b"ratelimit-policy", parts[3]),
+            (b"ratelimit", b"%b%d;t=%d" % (parts[5], remaining, math.ceil(reset))),
         ]
 
 

@@ -48,9 +48,7 @@ def _policy_item(policy: Policy) -> str:
 
 
 def _state_item(state: PolicyState) -> str:
-    reset = state.reset_after
-    whole = int(reset)
-    return f'"{state.policy.name}";r={state.remaining};t={whole if whole == reset else whole + 1}'
+    return f'"{state.policy.name}";r={state.remaining};t={math.ceil(state.reset_after)}'
 
 
 def retry_after_seconds(seconds: float) -> int:

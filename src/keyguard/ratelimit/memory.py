@@ -74,12 +74,8 @@ class MemoryRateLimiter:
         if not key or type(key) is not str or type(cost) is not int or cost < 0:
             check_request(key, policies, cost)
         policy = policies[0]
-        last = self._last  # the last policy hit and its parameters, one tuple for threads
-        if last[0] is policy:
-            params = last[1]
-        else:
-            params = self._remember(policy)
-            self._last = (policy, params)
+        last = self._last
+        params = last[1] if last[0] is policy else self._remember(policy)
         now_ms = int(self._clock() * 1000 + 0.5)
         keys = self._keys
         with self._lock:
@@ -146,15 +142,16 @@ class MemoryRateLimiter:
 
     def _remember(self, policy: Policy) -> gcra.Params:
         # Keyed by identity: hashing a Policy costs more than the rest of a hit's lookups.
-        # The entry holds the policy, so its id cannot be reused while remembered.
+        # The entry holds the policy, so its id cannot be reused while remembered. The
+        # last one looked up is also kept in _last (one tuple, so threads never mix two),
+        # which hit() checks first.
         cached = self._params.get(id(policy))
-        if cached is not None and cached[0] is policy:
-            return cached[1]
-        if len(self._params) >= _MAX_REMEMBERED_POLICIES:
-            self._params.clear()
-        params = gcra.params(policy)
-        self._params[id(policy)] = (policy, params)
-        return params
+        if cached is None or cached[0] is not policy:
+            if len(self._params) >= _MAX_REMEMBERED_POLICIES:
+                self._params.clear()
+            cached = self._params[id(policy)] = (policy, gcra.params(policy))
+        self._last = cached
+        return cached[1]
 
     async def ahit(self, key: str, policies: Sequence[Policy], cost: int = 1) -> RateLimitDecision:
         """See :meth:`hit`; no I/O, so it completes without yielding to the event loop."""
