@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Row", "time_async", "time_sync"]
+__all__ = ["Row", "median_difference", "time_async", "time_async_interleaved", "time_sync"]
 
 
 @dataclass(frozen=True)
@@ -64,3 +64,43 @@ async def time_async(
             number *= 4
     samples = [await run(number) / number for _ in range(repeat)]
     return statistics.median(samples) * 1e6
+
+
+async def time_async_interleaved(
+    fns: Mapping[str, Callable[[], Awaitable[object]]],
+    *,
+    rounds: int = 31,
+    target: float = 0.01,
+) -> dict[str, list[float]]:
+    """µs per awaited call of each of ``fns``, sampled in ``rounds`` interleaved rounds.
+
+    Each round times every function once, back to back, in a rotating order,
+    so that a slower stretch of a shared machine falls on all of them alike
+    instead of on whichever was being timed alone. Returns every function's
+    samples, one per round, in round order (for :func:`median_difference`).
+    """
+    names = list(fns)
+
+    async def run(fn: Callable[[], Awaitable[object]], n: int) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            await fn()
+        return time.perf_counter() - start
+
+    numbers = {}
+    for name, fn in fns.items():
+        await fn()
+        number = 1
+        while number < 1_000_000 and await run(fn, number) < target:
+            number *= 2
+        numbers[name] = number
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(rounds):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            samples[name].append(await run(fns[name], numbers[name]) / numbers[name] * 1e6)
+    return samples
+
+
+def median_difference(samples: Sequence[float], baseline: Sequence[float]) -> float:
+    """The median over rounds of ``sample - baseline``: the cost added, measured pairwise."""
+    return statistics.median(a - b for a, b in zip(samples, baseline, strict=True))

@@ -17,10 +17,11 @@ policies are large enough that no request is refused while measured.
 from __future__ import annotations
 
 import asyncio
+import statistics
 from collections.abc import Iterator
 from typing import Any
 
-from _harness import Row, time_async
+from _harness import Row, median_difference, time_async_interleaved
 
 
 def _apps() -> tuple[dict[str, Any], list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
@@ -128,7 +129,7 @@ def rows() -> Iterator[Row]:
     async def receive() -> dict[str, Any]:
         return request
 
-    checking = [True]
+    checking = [True]  # keep responses while checking them, not while timing
 
     async def send(message: dict[str, Any]) -> None:
         # Responses are kept only while checking them, never while timing: a list
@@ -144,53 +145,52 @@ def rows() -> Iterator[Row]:
 
         return call
 
-    async def measure() -> dict[str, float]:
-        results = {}
-        for name, headers, expected, limit_header in (
-            ("bare", common, 200, None),
-            ("keyguard", with_key, 200, None),
-            ("keyguard+limiter", with_key, 200, b"ratelimit"),
-            ("starlette", with_key, 200, None),
-            ("starlette+slowapi", with_key, 200, b"x-ratelimit-remaining"),
-            ("keyguard-401", common, 401, None),
-        ):
-            app = apps[name.split("-")[0]]
+    cases = (
+        ("bare", common, 200, None),
+        ("keyguard", with_key, 200, None),
+        ("keyguard+limiter", with_key, 200, b"ratelimit"),
+        ("starlette", with_key, 200, None),
+        ("starlette+slowapi", with_key, 200, b"x-ratelimit-remaining"),
+        ("keyguard-401", common, 401, None),
+    )
+
+    async def measure() -> dict[str, list[float]]:
+        for name, headers, expected, limit_header in cases:
             statuses.clear()
             headers_seen.clear()
-            checking[0] = True
-            await caller(app, headers)()
+            await caller(apps[name.split("-")[0]], headers)()
             assert statuses == [expected], (name, statuses)
             if limit_header is not None:
                 assert any(k == limit_header for k, _ in headers_seen[0]), (name, headers_seen)
-            checking[0] = False
-            results[name] = await time_async(caller(app, headers))
-        return results
+        checking[0] = False
+        return await time_async_interleaved(
+            {name: caller(apps[name.split("-")[0]], headers) for name, headers, _, _ in cases}
+        )
 
-    results = asyncio.run(measure())
+    samples = asyncio.run(measure())
+    results = {name: statistics.median(values) for name, values in samples.items()}
+    added = {name: median_difference(values, samples["bare"]) for name, values in samples.items()}
     group = "middleware (ASGI)"
-    bare = results["bare"]
-    yield Row(group, "bare Starlette app, one route", bare)
+    yield Row(group, "bare Starlette app, one route", results["bare"])
     yield Row(group, "keyguard middleware, valid key (memory store)", results["keyguard"])
     yield Row(group, "  + MemoryRateLimiter (full stack)", results["keyguard+limiter"])
     yield Row(group, "Starlette AuthenticationMiddleware, dict lookup", results["starlette"])
     yield Row(group, "  + slowapi ASGI middleware (limits, memory)", results["starlette+slowapi"])
     yield Row(group, "keyguard middleware, refusal (401, no key)", results["keyguard-401"])
-    yield Row(group, "overhead: keyguard auth", results["keyguard"] - bare)
+    yield Row(group, "overhead: keyguard auth", added["keyguard"])
     yield Row(
         group,
         "overhead: keyguard auth + memory limiter",
-        results["keyguard+limiter"] - bare,
+        added["keyguard+limiter"],
         note="target <= 5",
     )
-    yield Row(group, "overhead: Starlette auth (dict)", results["starlette"] - bare)
-    yield Row(
-        group, "overhead: Starlette auth (dict) + slowapi", results["starlette+slowapi"] - bare
-    )
-    full = results["keyguard+limiter"] - bare
+    yield Row(group, "overhead: Starlette auth (dict)", added["starlette"])
+    yield Row(group, "overhead: Starlette auth (dict) + slowapi", added["starlette+slowapi"])
+    full = added["keyguard+limiter"]
     yield Row(
         group,
         "ratio: (Starlette auth + slowapi) / (keyguard auth + limiter)",
-        (results["starlette+slowapi"] - bare) / full if full > 0 else float("inf"),
+        added["starlette+slowapi"] / full if full > 0 else float("inf"),
         unit="x",
         note="target >= 7",
     )
