@@ -19,6 +19,8 @@ WebSocket is closed with code 1008 before it is accepted.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from ._flow import Denial, drive_async, drive_sync
 from ._manager import AsyncKeyManager
 from ._options import MiddlewareOptions
@@ -45,12 +47,13 @@ def _checked_limiter(limiter: object) -> AsyncRateLimiter | None:
 def _adding_headers(send: Send, raw: list[tuple[bytes, bytes]]) -> Send:
     """``send``, adding ``raw`` headers to the response the app starts."""
 
-    async def sender(message: Message) -> None:
+    def sender(message: Message) -> Awaitable[None]:
+        # A plain function handing back send's awaitable: one coroutine less per message.
         if message["type"] == "http.response.start":
             # A new list (the app may reuse its own), set on the app's message as
             # Starlette's middlewares do.
             message["headers"] = [*message.get("headers", ()), *raw]
-        await send(message)
+        return send(message)
 
     return sender
 
