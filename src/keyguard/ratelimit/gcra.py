@@ -117,10 +117,13 @@ def check_one(now_ms: int, cost: int, policy: Params, tat: tuple[int, int] | Non
     # The backlog: how far the stored TAT is ahead of now, in units (0 when behind).
     # A fraction stored under a larger quota (the policy changed) is cut to what
     # this quota can hold: less than 1 ms of difference.
-    ahead = 0
-    if tat is not None and tat[0] >= now_ms:
-        ahead = (tat[0] - now_ms) * quota + min(tat[1], quota - 1)
-    after = ahead + need
+    if tat is None or tat[0] < now_ms:
+        ahead = 0
+        after = need
+    else:
+        tat_ms, frac = tat
+        ahead = (tat_ms - now_ms) * quota + (frac if frac < quota else quota - 1)
+        after = ahead + need
     if after > capacity:
         return (
             False,
@@ -130,12 +133,16 @@ def check_one(now_ms: int, cost: int, policy: Params, tat: tuple[int, int] | Non
             None,
             ahead,
         )
+    # Admitted (the common case, so no negative floor divisions): the new TAT is
+    # now + after units, split into whole ms and a fraction; reset_ms rounds it up.
+    whole = after // quota
+    frac = after - whole * quota
     return (
         True,
         0,
         (capacity - after) // window_ms,
-        -(-after // quota),
-        (now_ms + after // quota, after % quota) if cost else None,
+        whole + 1 if frac else whole,
+        (now_ms + whole, frac) if cost else None,
         ahead,
     )
 

@@ -76,25 +76,30 @@ class MemoryRateLimiter:
         policy = policies[0]
         last = self._last
         params = last[1] if last[0] is policy else self._remember(policy)
+        name = params[0]
         now_ms = int(self._clock() * 1000 + 0.5)
         keys = self._keys
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: this runs on every request, and try/finally is cheaper
+        try:
             tats = keys.get(key)
             if tats is None:
                 tats = self._add_key(key)
             else:
                 keys.move_to_end(key)
             allowed, retry_ms, remaining, reset_ms, tat, _ = gcra.check_one(
-                now_ms, cost, params, tats.get(policy.name)
+                now_ms, cost, params, tats.get(name)
             )
             if tat is not None:
-                tats[policy.name] = tat
+                tats[name] = tat
+        finally:
+            lock.release()
         return _new_decision(
             RateLimitDecision,
             (
                 allowed,
                 (_new_state(PolicyState, (policy, remaining, reset_ms / 1000)),),
-                retry_ms / 1000,
+                retry_ms / 1000 if retry_ms else 0.0,
                 None,
             ),
         )

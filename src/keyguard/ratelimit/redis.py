@@ -300,11 +300,11 @@ class RedisRateLimiter:
         keys = [f"{self._prefix}{key}}}:{p.name}" for p in policies]
         try:
             try:
-                raw = yield Call("redis", "evalsha", (_SCRIPT_SHA, len(keys), *keys, *argv))
+                raw = yield ("redis", "evalsha", (_SCRIPT_SHA, len(keys), *keys, *argv))
             except StorageError as exc:
                 if not isinstance(exc.__cause__, NoScriptError):
                     raise
-                raw = yield Call("redis", "eval", (GCRA_SCRIPT, len(keys), *keys, *argv))
+                raw = yield ("redis", "eval", (GCRA_SCRIPT, len(keys), *keys, *argv))
             decision = _parse(raw, policies)
         except Exception as exc:  # any failure of the backend is on_backend_error's to answer
             now = self._monotonic()  # after the failure: a timeout may have taken a while
