@@ -148,10 +148,9 @@ class NonblockingTarget:
 
 
 def test_drive_async_calls_nonblocking_targets_directly() -> None:
-    from keyguard._flow import Call
 
     def flow() -> Any:
-        value = yield Call("store", "get", ("x",))
+        value = yield ("store", "get", ("x",))
         return value
 
     target = NonblockingTarget()

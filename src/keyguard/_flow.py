@@ -1,7 +1,7 @@
 """The verification flow and the key lifecycle, written once, driven sync or async.
 
 Every operation here is a generator that makes decisions and *yields* the I/O
-it needs as :class:`Call` objects (``Call("store", "get", (key_id,))``). A
+it needs as :data:`Call` triples (``("store", "get", (key_id,))``). A
 sync driver performs a call with ``store.get(key_id)``, an async driver with
 ``await store.aget(key_id)``, and sends the result back in. So what is
 malformed, which check comes first and what a denial says exist in exactly one
@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection, Generator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from hashlib import blake2s
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from ._errors import KeyguardError, MalformedKeyError, SecretTooLongError, StorageError
 from ._hashing import SecretHasher, VerifiedSecretCache
@@ -45,24 +45,18 @@ logger = logging.getLogger("keyguard")
 T = TypeVar("T")
 
 
-class Call(NamedTuple):
-    """One I/O step a flow needs: ``target.method(*args)`` (``a``-prefixed when async)."""
-
-    target: str
-    method: str
-    args: tuple[Any, ...] = ()
-
+#: One I/O step a flow needs, ``(target, method, args)``: the driver performs it as
+#: ``targets[target].method(*args)`` (``a``-prefixed when async). A plain tuple, as a
+#: request makes one or two of them and a named tuple costs several times as much to make.
+Call = tuple[str, str, tuple[Any, ...]]
 
 Flow = Generator[Call, Any, T]
-
-#: ``Call`` without the named-tuple constructor's overhead, for the per-request calls.
-_new_call = tuple.__new__
 
 
 def _wrap(exc: Exception, call: Call) -> KeyguardError:
     if isinstance(exc, KeyguardError):
         return exc
-    wrapped = StorageError(f"{call.target}.{call.method} failed: {type(exc).__name__}")
+    wrapped = StorageError(f"{call[0]}.{call[1]} failed: {type(exc).__name__}")
     wrapped.__cause__ = exc
     return wrapped
 
@@ -305,7 +299,7 @@ def authenticate_flow(
             key_id=key_id,
         )
     try:
-        record: KeyRecord | None = yield _new_call(Call, ("store", "get", (key_id,)))
+        record: KeyRecord | None = yield ("store", "get", (key_id,))
     except StorageError:
         logger.exception("key store lookup failed for key %s", key_id)
         return Denial(
@@ -350,7 +344,7 @@ def authenticate_flow(
         and (hasher is not settings.hasher or settings.hasher.needs_rehash(record.secret_hash))
     ):
         try:
-            yield Call(
+            yield (
                 "store",
                 "update",
                 (record.key_id, KeyChanges(secret_hash=settings.hasher.hash(parsed.secret))),
@@ -370,7 +364,7 @@ def authenticate_flow(
 def touch_flow(recorder: LastUsedRecorder, batch: Mapping[str, Any]) -> Flow[None]:
     """Write a batch of last-used times; on failure keep it for the next batch, never raise."""
     try:
-        yield Call("store", "touch", (batch,))
+        yield ("store", "touch", (batch,))
     except StorageError:
         recorder.restore(batch)
         logger.warning("could not record the last use of %d keys; will retry", len(batch))

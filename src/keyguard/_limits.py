@@ -3,7 +3,7 @@
 The request flow (``_request.py``) counts an accepted request (a key, or an
 anonymous one) against :meth:`RateLimits.policies`, and calls
 :func:`failure_flow` after a key was refused; both ask the limiter with
-``Call("limiter", "hit", ...)``, so
+``("limiter", "hit", ...)`` calls, so
 the ASGI middleware awaits ``limiter.ahit`` and the WSGI one calls
 ``limiter.hit``. The limiter itself (GCRA, memory or Redis) and the header
 format live in :mod:`keyguard.ratelimit`.
@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from ._errors import StorageError
-from ._flow import Call, Denial, DenialReason, Flow
+from ._flow import Denial, DenialReason, Flow
 from ._options import MiddlewareOptions
 from .ratelimit import (
     Policy,
@@ -242,8 +242,10 @@ def failure_flow(limits: RateLimits, address: str, denial: Denial) -> Flow[Denia
     if limits.failure is None or denial.reason not in FAILURE_REASONS:
         return denial
     try:
-        decision: RateLimitDecision = yield Call(
-            "limiter", "hit", ("auth-failures:" + address, (limits.failure,))
+        decision: RateLimitDecision = yield (
+            "limiter",
+            "hit",
+            ("auth-failures:" + address, (limits.failure,)),
         )
     except StorageError:
         return denial

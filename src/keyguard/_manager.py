@@ -16,7 +16,6 @@ from typing import Any
 from ._clock import SYSTEM_CLOCK, Clock
 from ._errors import DuplicateKeyError, KeyNotFoundError
 from ._flow import (
-    Call,
     Denial,
     Flow,
     TokenMemo,
@@ -179,7 +178,7 @@ class _KeyOperations:
                 rate_limit=rate_limit,
             )
             try:
-                yield Call("store", "add", (record,))
+                yield ("store", "add", (record,))
             except DuplicateKeyError:
                 # 62**12 ids make this practically impossible; retrying keeps it harmless.
                 if attempt == _CREATE_ATTEMPTS - 1:
@@ -195,24 +194,24 @@ class _KeyOperations:
                 yield from touch_flow(self.last_used, batch)
 
     def _get(self, key_id: str) -> Flow[KeyRecord]:
-        record: KeyRecord | None = yield Call("store", "get", (key_id,))
+        record: KeyRecord | None = yield ("store", "get", (key_id,))
         if record is None:
             raise KeyNotFoundError(f"no key with key_id {key_id!r}")
         return record
 
     def _list(self, owner: str | None) -> Flow[Sequence[KeyRecord]]:
-        records: Sequence[KeyRecord] = yield Call("store", "list_keys", (owner,))
+        records: Sequence[KeyRecord] = yield ("store", "list_keys", (owner,))
         return records
 
     def _revoke(self, key_id: str) -> Flow[KeyRecord]:
-        record: KeyRecord | None = yield Call("store", "revoke", (key_id, self.clock.now()))
+        record: KeyRecord | None = yield ("store", "revoke", (key_id, self.clock.now()))
         self._forget(key_id)
         if record is None:
             raise KeyNotFoundError(f"no key with key_id {key_id!r}")
         return record
 
     def _update(self, key_id: str, changes: KeyChanges) -> Flow[KeyRecord]:
-        record: KeyRecord | None = yield Call("store", "update", (key_id, changes))
+        record: KeyRecord | None = yield ("store", "update", (key_id, changes))
         self._forget(key_id)
         if record is None:
             raise KeyNotFoundError(f"no key with key_id {key_id!r}")
@@ -303,7 +302,7 @@ class _KeyOperations:
             metadata=_metadata(metadata),
             rate_limit=rate_limit,
         )
-        yield Call("store", "add", (record,))
+        yield ("store", "add", (record,))
         return record
 
 

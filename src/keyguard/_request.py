@@ -9,7 +9,7 @@ over plain HTTP, and finally what the key manager's verification flow says
 (``yield from``). The ASGI and WSGI middlewares are thin shells that build the
 view, drive this generator (``drive_async`` / ``drive_sync``) and turn the
 outcome into HTTP. A form body is read only when it could hold the key, by a
-``Call("body", "read_form", (limit,))`` that each shell performs its own way.
+``("body", "read_form", (limit,))`` call that each shell performs its own way.
 """
 
 from __future__ import annotations
@@ -20,12 +20,10 @@ from urllib.parse import unquote_plus
 
 from ._errors import StorageError
 from ._flow import (
-    Call,
     Denial,
     DenialReason,
     Flow,
     VerifySettings,
-    _new_call,
     authenticate_flow,
 )
 from ._http import STATUS_BY_REASON, Responder
@@ -201,7 +199,7 @@ def _form_flow(options: MiddlewareOptions, content_type: str | None) -> Flow[Den
     ):
         return None
     try:
-        body: bytes | None = yield Call("body", "read_form", (options.max_form_bytes,))
+        body: bytes | None = yield ("body", "read_form", (options.max_form_bytes,))
     except StorageError:
         return None
     name = None if not body else _param_in(body.decode("latin-1"), options._param_names)
@@ -274,9 +272,9 @@ def request_flow(
 
     Header values are the latin-1 text the server received; duplicates of a
     header arrive joined by ``,`` (as WSGI servers do). A form body, when it
-    must be inspected, is read with ``Call("body", "read_form", (limit,))``,
+    must be inspected, is read with the call ``("body", "read_form", (limit,))``,
     which returns its bytes or ``None`` (too large, unreadable). With a
-    limiter, ``Call("limiter", "hit", ...)`` counts the request.
+    limiter, the call ``("limiter", "hit", ...)`` counts the request.
     """
     options = gate.options
     if query_string and options._param_names:
@@ -322,7 +320,7 @@ def request_flow(
         return principal, None
     key_id = None if principal is None else principal.key_id
     try:
-        decision: RateLimitDecision = yield _new_call(Call, ("limiter", "hit", (counted, policies)))
+        decision: RateLimitDecision = yield ("limiter", "hit", (counted, policies))
     except StorageError:
         # keyguard's limiters answer with on_backend_error instead; another one may raise.
         return limiter_unavailable(key_id), None

@@ -114,66 +114,66 @@ def _check(condition: bool, message: str) -> None:
 
 def _round_trip() -> Flow[None]:
     record = sample_record()
-    yield Call("store", "add", (record,))
-    got = yield Call("store", "get", (record.key_id,))
+    yield ("store", "add", (record,))
+    got = yield ("store", "get", (record.key_id,))
     _check(got == record, f"get returned {got!r}, expected {record!r}")
     bare = sample_record(scopes=frozenset(), expires_at=None, metadata={}, rate_limit=None, name="")
-    yield Call("store", "add", (bare,))
-    got = yield Call("store", "get", (bare.key_id,))
+    yield ("store", "add", (bare,))
+    got = yield ("store", "get", (bare.key_id,))
     _check(got == bare, f"get returned {got!r} for a record with empty fields")
 
 
 def _unknown() -> Flow[None]:
-    got = yield Call("store", "get", ("AAAAAAAAAAAA",))
+    got = yield ("store", "get", ("AAAAAAAAAAAA",))
     _check(got is None, "get of an unknown key_id must return None")
-    got = yield Call("store", "update", ("AAAAAAAAAAAA", KeyChanges(name="x")))
+    got = yield ("store", "update", ("AAAAAAAAAAAA", KeyChanges(name="x")))
     _check(got is None, "update of an unknown key_id must return None")
-    got = yield Call("store", "revoke", ("AAAAAAAAAAAA", _T0))
+    got = yield ("store", "revoke", ("AAAAAAAAAAAA", _T0))
     _check(got is None, "revoke of an unknown key_id must return None")
-    yield Call("store", "touch", ({"AAAAAAAAAAAA": _T0},))
+    yield ("store", "touch", ({"AAAAAAAAAAAA": _T0},))
 
 
 def _duplicate() -> Flow[None]:
     from ._errors import DuplicateKeyError  # noqa: PLC0415 (keeps the namespace small)
 
     record = sample_record()
-    yield Call("store", "add", (record,))
+    yield ("store", "add", (record,))
     try:
-        yield Call("store", "add", (replace(record, owner="someone-else"),))
+        yield ("store", "add", (replace(record, owner="someone-else"),))
     except DuplicateKeyError:
         pass
     else:
         raise AssertionError("adding a second record with the same key_id must raise")
-    got = yield Call("store", "get", (record.key_id,))
+    got = yield ("store", "get", (record.key_id,))
     _check(got == record, "a refused duplicate must not change the stored record")
 
 
 def _update() -> Flow[None]:
     record = sample_record()
-    yield Call("store", "add", (record,))
+    yield ("store", "add", (record,))
     changes = KeyChanges(scopes=frozenset({"x"}), expires_at=None, metadata={"k": "v"})
-    got = yield Call("store", "update", (record.key_id, changes))
+    got = yield ("store", "update", (record.key_id, changes))
     expected = changes.apply(record)
     _check(got == expected, f"update returned {got!r}, expected {expected!r}")
-    got = yield Call("store", "get", (record.key_id,))
+    got = yield ("store", "get", (record.key_id,))
     _check(got == expected, "update was not stored")
     changes = KeyChanges(secret_hash="sha256$" + "cd" * 32, rate_limit=None, replaced_by="B" * 12)
-    got = yield Call("store", "update", (record.key_id, changes))
+    got = yield ("store", "update", (record.key_id, changes))
     _check(got == changes.apply(expected), "second update lost or changed other fields")
 
 
 def _revoke() -> Flow[None]:
     record = sample_record()
-    yield Call("store", "add", (record,))
+    yield ("store", "add", (record,))
     first = _T0 + timedelta(hours=1)
-    got = yield Call("store", "revoke", (record.key_id, first))
+    got = yield ("store", "revoke", (record.key_id, first))
     _check(got is not None and got.revoked_at == first, "revoke must set revoked_at")
-    got = yield Call("store", "revoke", (record.key_id, first + timedelta(hours=1)))
+    got = yield ("store", "revoke", (record.key_id, first + timedelta(hours=1)))
     _check(
         got is not None and got.revoked_at == first,
         "revoking again must keep the first revoked_at",
     )
-    got = yield Call("store", "get", (record.key_id,))
+    got = yield ("store", "get", (record.key_id,))
     _check(got is not None and got.revoked_at == first, "revoke was not stored")
 
 
@@ -182,29 +182,29 @@ def _list_keys() -> Flow[None]:
     b1 = sample_record("beta", created_at=_T0 + timedelta(seconds=1))
     a2 = sample_record("alpha", created_at=_T0 + timedelta(seconds=2))
     for record in (a1, b1, a2):
-        yield Call("store", "add", (record,))
-    alpha = yield Call("store", "list_keys", ("alpha",))
+        yield ("store", "add", (record,))
+    alpha = yield ("store", "list_keys", ("alpha",))
     _check([r.key_id for r in alpha] == [a1.key_id, a2.key_id], "list_keys(owner) oldest first")
-    everyone = yield Call("store", "list_keys", (None,))
+    everyone = yield ("store", "list_keys", (None,))
     _check(
         [r.key_id for r in everyone] == [a1.key_id, b1.key_id, a2.key_id],
         "list_keys() must list every key, oldest first",
     )
-    nobody = yield Call("store", "list_keys", ("nobody",))
+    nobody = yield ("store", "list_keys", ("nobody",))
     _check(list(nobody) == [], "list_keys of an unknown owner must be empty")
 
 
 def _touch() -> Flow[None]:
     r1, r2 = sample_record(), sample_record()
     for record in (r1, r2):
-        yield Call("store", "add", (record,))
+        yield ("store", "add", (record,))
     later = _T0 + timedelta(minutes=5)
-    yield Call("store", "touch", ({r1.key_id: later, r2.key_id: _T0},))
-    got1 = yield Call("store", "get", (r1.key_id,))
-    got2 = yield Call("store", "get", (r2.key_id,))
+    yield ("store", "touch", ({r1.key_id: later, r2.key_id: _T0},))
+    got1 = yield ("store", "get", (r1.key_id,))
+    got2 = yield ("store", "get", (r2.key_id,))
     _check(got1.last_used_at == later and got2.last_used_at == _T0, "touch must set both")
-    yield Call("store", "touch", ({r1.key_id: _T0},))
-    got1 = yield Call("store", "get", (r1.key_id,))
+    yield ("store", "touch", ({r1.key_id: _T0},))
+    got1 = yield ("store", "get", (r1.key_id,))
     _check(got1.last_used_at == later, "touch must never move last_used_at backwards")
     _check(got1.secret_hash == r1.secret_hash, "touch must not change other fields")
 
@@ -257,7 +257,7 @@ def _limit_key() -> str:
 
 
 def _hit(key: str, *policies: Policy, cost: int = 1) -> Call:
-    return Call("limiter", "hit", (key, policies, cost))
+    return ("limiter", "hit", (key, policies, cost))
 
 
 def _expect(
@@ -458,7 +458,7 @@ def _stricter_policy_same_name(clock: FakeClock) -> Flow[None]:
 
 
 def _no_policies(clock: FakeClock) -> Flow[None]:
-    got = yield Call("limiter", "hit", (_limit_key(), (), 1))
+    got = yield ("limiter", "hit", (_limit_key(), (), 1))
     _expect(got, True, [])
 
 
