@@ -339,8 +339,8 @@ def authenticate_flow(
         if refusal is not None:
             return refusal
     if (
-        settings.upgrade_hashes
-        and record is not remembered
+        record is not remembered
+        and settings.upgrade_hashes
         and (hasher is not settings.hasher or settings.hasher.needs_rehash(record.secret_hash))
     ):
         try:

@@ -125,17 +125,6 @@ def _param_in(encoded: str, names: frozenset[str]) -> str | None:
     return None
 
 
-def _is_canonical_bearer(value: str) -> bool:
-    """``Bearer <key>`` exactly: one space, one key, nothing around it or in it to examine."""
-    return (
-        value[:7] == "Bearer "
-        and len(value) > 7
-        and " " not in value[7:]
-        and "," not in value
-        and "\t" not in value
-    )
-
-
 def _bearer(value: str, prefix: str) -> str | Denial:
     """The token of an ``Authorization`` value, or the denial for a malformed one.
 
@@ -179,8 +168,16 @@ def _credential(
     if authorization is not None:
         if api_key is not None:
             return _invalid(_BOTH_HEADERS.format(options.api_key_header))
-        if _is_canonical_bearer(authorization):
-            return authorization[7:]
+        scheme, _, token = authorization.partition(" ")
+        # "Bearer <key>" exactly (one space, one key, nothing around it) needs no examining.
+        if (
+            scheme == "Bearer"
+            and token
+            and " " not in token
+            and "," not in token
+            and "\t" not in token
+        ):
+            return token
         return _bearer(authorization, prefix)
     if api_key is None:
         return None
