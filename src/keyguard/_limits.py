@@ -50,6 +50,7 @@ FAILURE_REASONS = frozenset(
     }
 )
 _MAX_BLOCKED = 10_000
+_ceil = math.ceil
 _MAX_POLICIES = 4096
 
 
@@ -128,6 +129,11 @@ def headers_of(decision: RateLimitDecision, legacy: bool) -> list[tuple[str, str
     return [(name.lower(), value) for name, value in rate_limit_headers(decision, legacy=legacy)]
 
 
+#: A policy's constant header parts: the policy, its RateLimit-Policy value, the RateLimit
+#: value up to ``r=`` (text and bytes), and the RateLimit-Policy header as ASGI bytes.
+_Parts = tuple[Policy | None, str, str, bytes, tuple[bytes, bytes]]
+
+
 class HeaderRenderer:
     """The rate-limit headers of an admitted request, as :func:`headers_of` makes them,
     with each policy's constant parts made once: this runs on every limited response.
@@ -143,13 +149,13 @@ class HeaderRenderer:
         self._legacy = legacy
         # The parts of the last policy looked up (one tuple, so threads never mix two):
         # text() and raw() check it before _parts().
-        self._last: tuple[Policy | None, str, str, bytes, str, bytes] = (None, "", "", b"", "", b"")
-        self._policies: dict[int, tuple[Policy, str, str, bytes, str, bytes]] = {}
+        self._last: _Parts = (None, "", "", b"", (b"", b""))
+        self._policies: dict[int, _Parts] = {}
 
     def __repr__(self) -> str:
         return f"HeaderRenderer(legacy={self._legacy})"
 
-    def _parts(self, policy: Policy) -> tuple[Policy, str, str, bytes, str, bytes]:
+    def _parts(self, policy: Policy) -> _Parts:
         cached = self._policies.get(id(policy))
         if cached is not None and cached[0] is policy:
             self._last = cached
@@ -164,9 +170,8 @@ class HeaderRenderer:
             policy,
             policy_field,
             prefix + ";r=",
-            policy_field.encode("latin-1"),
-            ";t=",
             (prefix + ";r=").encode("latin-1"),
+            (b"ratelimit-policy", policy_field.encode("latin-1")),
         )
         self._policies[id(policy)] = self._last = parts
         return parts
@@ -179,7 +184,7 @@ class HeaderRenderer:
         policy, remaining, reset = states[0]
         last = self._last
         parts = last if last[0] is policy else self._parts(policy)
-        limit = f"{parts[2]}{remaining}{parts[4]}{math.ceil(reset)}"
+        limit = f"{parts[2]}{remaining};t={_ceil(reset)}"
         return [("ratelimit-policy", parts[1]), ("ratelimit", limit)]
 
     def raw(self, decision: RateLimitDecision) -> list[tuple[bytes, bytes]]:
@@ -190,10 +195,7 @@ class HeaderRenderer:
         policy, remaining, reset = states[0]
         last = self._last
         parts = last if last[0] is policy else self._parts(policy)
-        return [
-            (b"ratelimit-policy", parts[3]),
-            (b"ratelimit", b"%b%d;t=%d" % (parts[5], remaining, math.ceil(reset))),
-        ]
+        return [parts[4], (b"ratelimit", b"%b%d;t=%d" % (parts[3], remaining, _ceil(reset)))]
 
 
 def limited_denial(decision: RateLimitDecision, legacy: bool, key_id: str | None) -> Denial:
