@@ -155,11 +155,14 @@ class KeyguardMiddleware:
             elif name == b"content-type":
                 content_type = value
         targets = self._targets
-        reader = None
-        body_type = None
+        reader = body_type = None
         # The flow reads a body only when no credential header came (to find a key in it).
-        no_credential = authorization is None and api_key is None
-        if content_type is not None and no_credential and kind == "http":
+        if (
+            content_type is not None
+            and authorization is None
+            and api_key is None
+            and kind == "http"
+        ):
             reader = _BodyReader(receive)
             targets = {**targets, "body": reader}
             body_type = content_type.decode("latin-1")
