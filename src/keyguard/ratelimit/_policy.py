@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
-__all__ = ["Policy"]
+__all__ = ["Params", "Policy"]
 
 # Rate-limit state is counted in integers that Redis's Lua (IEEE doubles) must hold exactly.
 _MAX_EXACT = 2**50
@@ -24,6 +25,16 @@ _UNITS = {
     "day": 86400,
     "d": 86400,
 }
+
+
+class Params(NamedTuple):
+    """A policy as GCRA sees it (all integers); see :mod:`keyguard.ratelimit.gcra`."""
+
+    name: str
+    quota: int
+    window_ms: int
+    capacity: int
+    """``burst * window_ms``: the largest backlog, in units of ``1/quota`` ms."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +63,8 @@ class Policy:
     quota: int
     window: float
     burst: int | None = None
+    # Made once here, as every hit of every limiter needs them.
+    _params: Params = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
@@ -89,6 +102,8 @@ class Policy:
                 f"policy {self.name!r} is too large to count exactly: burst x window must stay "
                 f"below 2**50 request-milliseconds; lower the burst or the window"
             )
+        capacity = self.effective_burst * self.window_ms
+        object.__setattr__(self, "_params", Params(self.name, self.quota, self.window_ms, capacity))
 
     @property
     def window_ms(self) -> int:

@@ -39,19 +39,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from ._policy import Policy
+from ._policy import Params, Policy
 
 __all__ = ["Outcome", "Params", "Result", "check", "check_one", "cost_error", "params"]
-
-
-class Params(NamedTuple):
-    """A policy as the math sees it (all integers)."""
-
-    name: str
-    quota: int
-    window_ms: int
-    capacity: int
-    """``burst * window_ms``: the largest backlog, in units of ``1/quota`` ms."""
 
 
 #: What :func:`check_one` returns: ``(allowed, retry_ms, remaining, reset_ms, new_tat, ahead)``.
@@ -76,9 +66,8 @@ _new_outcome = tuple.__new__
 
 
 def params(policy: Policy) -> Params:
-    """The integers :func:`check` needs for ``policy``."""
-    window_ms = policy.window_ms
-    return Params(policy.name, policy.quota, window_ms, policy.effective_burst * window_ms)
+    """The integers :func:`check` needs for ``policy`` (made once, when the policy is)."""
+    return policy._params
 
 
 def cost_error(cost: int, policy: Params) -> ValueError:

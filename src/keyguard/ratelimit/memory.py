@@ -14,9 +14,6 @@ from ._policy import Policy
 __all__ = ["MemoryRateLimiter"]
 
 _ALLOW_NOTHING_APPLIES = RateLimitDecision(True, ())
-# Policies are few (a default, per-key overrides, per-route ones); the bound only
-# stops a store that hands out ever-new policies from growing this cache forever.
-_MAX_REMEMBERED_POLICIES = 4096
 # The hot path builds its named tuples without the generated __new__ wrapper.
 _new_decision = tuple.__new__
 _new_state = tuple.__new__
@@ -57,8 +54,6 @@ class MemoryRateLimiter:
         self._max_keys = max_keys
         self._keys: OrderedDict[str, dict[str, tuple[int, int]]] = OrderedDict()
         self._lock = threading.Lock()
-        self._params: dict[int, tuple[Policy, gcra.Params]] = {}
-        self._last: tuple[Policy | None, gcra.Params] = (None, gcra.Params("", 1, 1, 1))
 
     def __repr__(self) -> str:
         return f"MemoryRateLimiter(keys={len(self._keys)}, max_keys={self._max_keys})"
@@ -74,8 +69,7 @@ class MemoryRateLimiter:
         if not key or type(key) is not str or type(cost) is not int or cost < 0:
             check_request(key, policies, cost)
         policy = policies[0]
-        last = self._last
-        params = last[1] if last[0] is policy else self._remember(policy)
+        params = policy._params
         name = params[0]
         now_ms = int(self._clock() * 1000 + 0.5)
         keys = self._keys
@@ -108,7 +102,7 @@ class MemoryRateLimiter:
         check_request(key, policies, cost)
         if not policies:
             return _ALLOW_NOTHING_APPLIES
-        params = [self._remember(p) for p in policies]
+        params = [p._params for p in policies]
         now_ms = int(self._clock() * 1000 + 0.5)
         with self._lock:
             tats = self._keys.get(key)
@@ -144,19 +138,6 @@ class MemoryRateLimiter:
         if len(self._keys) > self._max_keys:
             self._keys.popitem(last=False)
         return tats
-
-    def _remember(self, policy: Policy) -> gcra.Params:
-        # Keyed by identity: hashing a Policy costs more than the rest of a hit's lookups.
-        # The entry holds the policy, so its id cannot be reused while remembered. The
-        # last one looked up is also kept in _last (one tuple, so threads never mix two),
-        # which hit() checks first.
-        cached = self._params.get(id(policy))
-        if cached is None or cached[0] is not policy:
-            if len(self._params) >= _MAX_REMEMBERED_POLICIES:
-                self._params.clear()
-            cached = self._params[id(policy)] = (policy, gcra.params(policy))
-        self._last = cached
-        return cached[1]
 
     async def ahit(self, key: str, policies: Sequence[Policy], cost: int = 1) -> RateLimitDecision:
         """See :meth:`hit`; no I/O, so it completes without yielding to the event loop."""
