@@ -107,22 +107,27 @@ def _apps() -> tuple[dict[str, Any], list[tuple[bytes, bytes]], list[tuple[bytes
     return apps, common, with_key
 
 
+#: The scope of every measured request, less its headers.
+BASE_SCOPE: dict[str, Any] = {
+    "type": "http",
+    "asgi": {"version": "3.0"},
+    "http_version": "1.1",
+    "method": "GET",
+    "scheme": "https",
+    "path": "/invoices",
+    "raw_path": b"/invoices",
+    "root_path": "",
+    "query_string": b"",
+    "client": ("10.0.0.7", 51234),
+    "server": ("10.0.0.1", 443),
+}
+REQUEST = {"type": "http.request", "body": b"", "more_body": False}
+
+
 def rows() -> Iterator[Row]:
     apps, common, with_key = _apps()
-    base_scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "https",
-        "path": "/invoices",
-        "raw_path": b"/invoices",
-        "root_path": "",
-        "query_string": b"",
-        "client": ("10.0.0.7", 51234),
-        "server": ("10.0.0.1", 443),
-    }
-    request = {"type": "http.request", "body": b"", "more_body": False}
+    base_scope = BASE_SCOPE
+    request = REQUEST
     statuses: list[int] = []
     headers_seen: list[list[tuple[bytes, bytes]]] = []
 

@@ -1,0 +1,105 @@
+"""Instructions per request of the ASGI stacks of ``bench_middleware``, counted by callgrind.
+
+Timings on a shared machine move with whatever else runs on it; instruction
+counts do not (the same interpreter, code and inputs give the same count
+within a few instructions). So this is the measure to compare two versions
+of the hot path with. It is not time: the stacks differ in how many
+instructions they run per cycle, and the targets are in microseconds.
+
+Each stack serves 100 and then 1,100 requests in a fresh interpreter under
+``valgrind --tool=callgrind``; the difference, over 1,000, is the count per
+request. Opt in with ``KEYGUARD_BENCH_INSTRUCTIONS=1`` (about a minute);
+needs valgrind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from _harness import Row
+
+GROUP = "middleware (instr)"
+CASES = ("bare", "keyguard", "keyguard+limiter", "starlette", "starlette+slowapi")
+_COLLECTED = re.compile(rb"Collected : (\d+)")
+
+
+def _count(case: str, requests: int) -> int:
+    result = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            str(Path(__file__).resolve()),
+            case,
+            str(requests),
+        ],
+        capture_output=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    found = _COLLECTED.search(result.stderr)
+    if found is None:
+        raise RuntimeError(f"callgrind printed no count for {case}: {result.stderr[-300:]!r}")
+    return int(found.group(1))
+
+
+def _per_request(case: str) -> float:
+    return (_count(case, 1100) - _count(case, 100)) / 1000
+
+
+def rows() -> Iterator[Row]:
+    if os.environ.get("KEYGUARD_BENCH_INSTRUCTIONS") != "1":
+        yield Row(GROUP, "skipped: set KEYGUARD_BENCH_INSTRUCTIONS=1 (about a minute)", 0.0, "")
+        return
+    if shutil.which("valgrind") is None:
+        yield Row(GROUP, "skipped: valgrind is not installed", 0.0, "")
+        return
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counts = dict(zip(CASES, pool.map(_per_request, CASES), strict=True))
+    bare = counts["bare"]
+    unit = "instr"
+    yield Row(GROUP, "bare Starlette app, one route", bare, unit)
+    for case in CASES[1:]:
+        yield Row(GROUP, f"overhead: {case}", counts[case] - bare, unit)
+    full = counts["keyguard+limiter"] - bare
+    yield Row(
+        GROUP,
+        "ratio: (Starlette auth + slowapi) / (keyguard auth + limiter)",
+        (counts["starlette+slowapi"] - bare) / full,
+        unit="x",
+    )
+
+
+def _serve(case: str, requests: int) -> None:
+    from bench_middleware import BASE_SCOPE, REQUEST, _apps
+
+    apps, common, with_key = _apps()
+    app = apps[case]
+    headers = common if case == "bare" else with_key
+
+    async def receive() -> dict[str, Any]:
+        return REQUEST
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def serve() -> None:
+        for _ in range(requests):
+            await app({**BASE_SCOPE, "headers": headers}, receive, send)
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    _serve(sys.argv[1], int(sys.argv[2]))
