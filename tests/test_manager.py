@@ -23,7 +23,7 @@ from keyguard import (
     Policy,
     Principal,
 )
-from keyguard.stores import MemoryKeyStore
+from keyguard.stores import CachedKeyStore, MemoryKeyStore
 from keyguard.testing import FakeClock
 
 
@@ -80,7 +80,9 @@ Factory = Callable[..., Env]
 @pytest.fixture(params=["sync", "async"])
 def make(request: pytest.FixtureRequest) -> Factory:
     def factory(**options: Any) -> Env:
-        store = options.pop("store", None) or CountingStore()
+        # "is None", not "or": an empty store is falsy (it has a length).
+        store = options.pop("store", None)
+        store = CountingStore() if store is None else store
         clock = options.pop("clock", None) or FakeClock()
         if request.param == "sync":
             manager: Any = KeyManager(store, clock=clock, **options)
@@ -534,3 +536,16 @@ def test_record_status_reads_a_clock_only_for_keys_that_expire() -> None:
     expiring = sample_record(expires_at=t0)
     assert expiring.status(lambda: t0) == "expired"
     assert expiring.status(t0 - timedelta(seconds=1)) == "active"
+
+
+def test_rotate_refuses_a_key_revoked_elsewhere_while_cached(make: Factory) -> None:
+    backing = MemoryKeyStore()
+    env = make(store=CachedKeyStore(backing, clock=FakeClock().monotonic))
+    old = env.manager.create("acme")
+    assert env.manager.get(old.key_id).revoked_at is None  # now cached as active
+    backing.revoke(old.key_id, env.clock.now())  # another process, straight to the store
+    with pytest.raises(ValueError, match="revoked"):
+        env.manager.rotate(old.key_id)
+    replacements = [r for r in backing.list_keys() if r.key_id != old.key_id]
+    assert len(replacements) == 1
+    assert replacements[0].revoked_at is not None

@@ -257,9 +257,14 @@ class _KeyOperations:
         ends = now + grace
         if old.expires_at is not None:
             ends = min(ends, old.expires_at)
-        yield from self._update(
+        stored = yield from self._update(
             key_id, KeyChanges(expires_at=ends, replaced_by=issued.record.key_id)
         )
+        if stored.revoked_at is not None:
+            # Revoked meanwhile, or elsewhere while a lookup cache still held it as active
+            # (a write returns the record as stored): its replacement must not outlive it.
+            yield from self._revoke(issued.record.key_id)
+            raise ValueError(f"key {key_id!r} is revoked; only an active key rotates")
         return issued
 
     def _import(
