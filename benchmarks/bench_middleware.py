@@ -126,15 +126,13 @@ REQUEST = {"type": "http.request", "body": b"", "more_body": False}
 
 def rows() -> Iterator[Row]:
     apps, common, with_key = _apps()
-    base_scope = BASE_SCOPE
-    request = REQUEST
     statuses: list[int] = []
     headers_seen: list[list[tuple[bytes, bytes]]] = []
 
     async def receive() -> dict[str, Any]:
-        return request
+        return REQUEST
 
-    checking = [True]  # keep responses while checking them, not while timing
+    checking = [True]
 
     async def send(message: dict[str, Any]) -> None:
         # Responses are kept only while checking them, never while timing: a list
@@ -146,7 +144,7 @@ def rows() -> Iterator[Row]:
 
     def caller(app: Any, headers: list[tuple[bytes, bytes]]) -> Any:
         async def call() -> None:
-            await app({**base_scope, "headers": headers}, receive, send)
+            await app({**BASE_SCOPE, "headers": headers}, receive, send)
 
         return call
 

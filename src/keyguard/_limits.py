@@ -50,7 +50,6 @@ FAILURE_REASONS = frozenset(
     }
 )
 _MAX_BLOCKED = 10_000
-_ceil = math.ceil
 _MAX_POLICIES = 4096
 
 
@@ -184,7 +183,7 @@ class HeaderRenderer:
         policy, remaining, reset = states[0]
         last = self._last
         parts = last if last[0] is policy else self._parts(policy)
-        limit = f"{parts[2]}{remaining};t={_ceil(reset)}"
+        limit = f"{parts[2]}{remaining};t={math.ceil(reset)}"
         return [("ratelimit-policy", parts[1]), ("ratelimit", limit)]
 
     def raw(self, decision: RateLimitDecision) -> list[tuple[bytes, bytes]]:
@@ -195,7 +194,7 @@ class HeaderRenderer:
         policy, remaining, reset = states[0]
         last = self._last
         parts = last if last[0] is policy else self._parts(policy)
-        return [parts[4], (b"ratelimit", b"%b%d;t=%d" % (parts[3], remaining, _ceil(reset)))]
+        return [parts[4], (b"ratelimit", b"%b%d;t=%d" % (parts[3], remaining, math.ceil(reset)))]
 
 
 def limited_denial(decision: RateLimitDecision, legacy: bool, key_id: str | None) -> Denial:

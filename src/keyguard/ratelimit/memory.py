@@ -93,7 +93,7 @@ class MemoryRateLimiter:
             (
                 allowed,
                 (_new_state(PolicyState, (policy, remaining, reset_ms / 1000)),),
-                retry_ms / 1000 if retry_ms else 0.0,
+                retry_ms / 1000,
                 None,
             ),
         )
