@@ -4,7 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: test lint typecheck pytest demo bench clean
+# The compiled build (mypyc, see docs/performance.md): the wheel built from a copy of
+# the tree (the build hook writes into the tree it builds), unpacked into build/compiled.
+COMPILED := build/compiled
+SOURCES := $(shell find src -name '*.py')
+
+.PHONY: test lint typecheck pytest pytest-compiled compiled demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,7 +18,18 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-test: lint typecheck pytest
+test: lint typecheck pytest pytest-compiled
+
+$(COMPILED)/.built: $(STAMP) $(SOURCES) README.md
+	rm -rf build/compiled-src build/wheel $(COMPILED)
+	mkdir -p build/compiled-src
+	cp -r pyproject.toml README.md src build/compiled-src/
+	cd build/compiled-src && HATCH_BUILD_HOOKS_ENABLE=1 ../../$(BIN)/python -m pip wheel \
+	  --quiet --no-deps --no-build-isolation --wheel-dir ../wheel .
+	$(BIN)/python -m zipfile -e build/wheel/keyguard-*.whl $(COMPILED)
+	@touch $@
+
+compiled: $(COMPILED)/.built
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks typing_tests $(wildcard examples)
@@ -25,11 +41,15 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The same suite against the compiled build (and the check that it is the one imported).
+pytest-compiled: $(COMPILED)/.built
+	KEYGUARD_EXPECT_COMPILED=1 PYTHONPATH=$(COMPILED) $(BIN)/pytest $(PYTEST_ARGS)
+
 demo: $(STAMP)
 	$(BIN)/keyguard demo $(DEMO_ARGS)
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+bench: $(STAMP) $(COMPILED)/.built
+	KEYGUARD_COMPILED_PATH=$(COMPILED) $(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis

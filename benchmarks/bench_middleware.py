@@ -12,13 +12,24 @@ own. The app is a bare Starlette app with one route; in front of it:
 
 The "overhead" rows subtract the bare app, measured in the same run. The
 policies are large enough that no request is refused while measured.
+
+Both builds of keyguard are measured: this process imports the one on the path
+(the source tree under ``make bench``: pure Python), and, when
+``KEYGUARD_COMPILED_PATH`` names an unpacked compiled wheel (``make bench``
+builds one), a second process runs every stack again against it. Each process
+interleaves all its stacks, so each ratio compares stacks timed side by side.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import statistics
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from _harness import Row, median_difference, time_async_interleaved
@@ -124,7 +135,8 @@ BASE_SCOPE: dict[str, Any] = {
 REQUEST = {"type": "http.request", "body": b"", "more_body": False}
 
 
-def rows() -> Iterator[Row]:
+def samples() -> dict[str, list[float]]:
+    """Seconds per request of every stack, in interleaved rounds."""
     apps, common, with_key = _apps()
     statuses: list[int] = []
     headers_seen: list[list[tuple[bytes, bytes]]] = []
@@ -170,10 +182,36 @@ def rows() -> Iterator[Row]:
             {name: caller(apps[name.split("-")[0]], headers) for name, headers, _, _ in cases}
         )
 
-    samples = asyncio.run(measure())
+    return asyncio.run(measure())
+
+
+def _compiled_samples(path: str) -> dict[str, list[float]]:
+    """:func:`samples` in a process that imports the compiled build at ``path``."""
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve())],
+        capture_output=True,
+        check=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    measured: dict[str, list[float]] = json.loads(result.stdout)
+    return measured
+
+
+def rows() -> Iterator[Row]:
+    import keyguard
+
+    yield from _rows(
+        "middleware (ASGI)" if not keyguard.COMPILED else "middleware (compiled)", samples()
+    )
+    path = os.environ.get("KEYGUARD_COMPILED_PATH")
+    if path and not keyguard.COMPILED:
+        yield from _rows("middleware (compiled)", _compiled_samples(path))
+
+
+def _rows(group: str, samples: dict[str, list[float]]) -> Iterator[Row]:
     results = {name: statistics.median(values) for name, values in samples.items()}
     added = {name: median_difference(values, samples["bare"]) for name, values in samples.items()}
-    group = "middleware (ASGI)"
     yield Row(group, "bare Starlette app, one route", results["bare"])
     yield Row(group, "keyguard middleware, valid key (memory store)", results["keyguard"])
     yield Row(group, "  + MemoryRateLimiter (full stack)", results["keyguard+limiter"])
@@ -197,3 +235,11 @@ def rows() -> Iterator[Row]:
         unit="x",
         note="target >= 7",
     )
+
+
+if __name__ == "__main__":
+    import keyguard
+
+    if not keyguard.COMPILED:
+        raise SystemExit(f"expected the compiled build on PYTHONPATH, got {keyguard.__file__}")
+    print(json.dumps(samples()))

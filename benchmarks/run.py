@@ -22,13 +22,13 @@ def main(argv: list[str]) -> int:
     if filters:
         modules = [m for m in modules if any(f in m for f in filters)]
     print(f"keyguard benchmarks: Python {platform.python_version()}, {platform.machine()}")
-    print(f"{'group':<22} {'benchmark':<58} {'value':>12}  unit     note")
+    print(f"{'group':<29} {'benchmark':<58} {'value':>12}  unit     note")
     for name in modules:
         module = importlib.import_module(name)
         row: Row
         for row in module.rows():
             print(
-                f"{row.group:<22} {row.name:<58} {row.value:>12.2f}  {row.unit:<8} {row.note}",
+                f"{row.group:<29} {row.name:<58} {row.value:>12.2f}  {row.unit:<8} {row.note}",
                 flush=True,
             )
     return 0

@@ -5,6 +5,7 @@ and ASGI and WSGI middleware. Start with :class:`KeyManager` (or
 :class:`AsyncKeyManager`) over a store from :mod:`keyguard.stores`.
 """
 
+from . import _flow
 from ._clock import Clock, SystemClock
 from ._errors import (
     DuplicateKeyError,
@@ -44,8 +45,13 @@ from .wsgi import KeyguardWSGIMiddleware
 
 __version__ = "0.1.0.dev0"
 
+#: True in the compiled build, whose request path is compiled with mypyc (see
+#: docs/performance.md); False in the pure-Python one. Both behave alike.
+COMPILED: bool = not _flow.__file__.endswith(".py")
+
 __all__ = [
     "ANONYMOUS",
+    "COMPILED",
     "DEFAULT_KEY_FORMAT",
     "UNSET",
     "Anonymous",

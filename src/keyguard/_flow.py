@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from hashlib import blake2s
 from typing import Any, TypeVar
 
+from mypy_extensions import mypyc_attr
+
 from ._errors import KeyguardError, MalformedKeyError, SecretTooLongError, StorageError
 from ._hashing import SecretHasher, VerifiedSecretCache
 from ._keys import KeyFormat, ParsedKey, parse_key
@@ -142,6 +144,7 @@ class Denial:
 _INVALID_KEY_DETAIL = "the API key is not valid"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # in the compiled build too
 class TokenMemo:
     """Remembers which token verified against which record, so a repeat costs no parse or hash.
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
+from mypy_extensions import mypyc_attr
+
 from ._flow import Denial, drive_async, drive_sync
 from ._manager import AsyncKeyManager
 from ._options import MiddlewareOptions
@@ -89,6 +91,7 @@ class _BodyReader:
         return await self._receive()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # in the compiled build too
 class KeyguardMiddleware:
     """Authenticate every ``http`` and ``websocket`` request with an API key.
 

@@ -1,0 +1,69 @@
+"""Which build the suite runs against: ``make test`` runs it on both.
+
+``make pytest`` imports the pure-Python source tree; ``make pytest-compiled``
+imports the compiled wheel (``KEYGUARD_EXPECT_COMPILED=1``). This test makes
+sure each run tests the build it claims to, so a broken compiled build can
+never pass by quietly falling back to the source.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import keyguard
+
+#: The modules the build hook in pyproject.toml compiles.
+COMPILED_MODULES = (
+    "keyguard._flow",
+    "keyguard._request",
+    "keyguard._limits",
+    "keyguard.asgi",
+    "keyguard.ratelimit.gcra",
+    "keyguard.ratelimit._memory",
+)
+
+
+def _is_extension(name: str) -> bool:
+    path = importlib.import_module(name).__file__
+    assert path is not None
+    return not path.endswith(".py")
+
+
+def test_the_suite_imports_the_build_it_expects() -> None:
+    expected = os.environ.get("KEYGUARD_EXPECT_COMPILED") == "1"
+    assert keyguard.COMPILED is expected
+    assert {name: _is_extension(name) for name in COMPILED_MODULES} == dict.fromkeys(
+        COMPILED_MODULES, expected
+    )
+
+
+def test_only_the_request_path_is_compiled() -> None:
+    # Everything else stays Python in both builds: stores, managers, the CLI.
+    for name in (
+        "keyguard._manager",
+        "keyguard.stores.memory",
+        "keyguard.ratelimit.memory",
+        "keyguard.wsgi",
+        "keyguard.cli",
+    ):
+        assert not _is_extension(name), name
+
+
+def test_the_public_classes_of_the_compiled_modules_take_subclasses() -> None:
+    # Compiled classes refuse Python subclasses unless allowed; these two allow them.
+    from keyguard import AsyncKeyManager, KeyguardMiddleware
+    from keyguard._flow import TokenMemo
+    from keyguard.stores import MemoryKeyStore
+
+    class Middleware(KeyguardMiddleware):
+        pass
+
+    class Memo(TokenMemo):
+        pass
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        pass
+
+    assert isinstance(Middleware(app, AsyncKeyManager(MemoryKeyStore())), KeyguardMiddleware)
+    assert len(Memo(3)) == 0
