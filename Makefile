@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 COMPILED := build/compiled
 SOURCES := $(shell find src -name '*.py')
 
-.PHONY: test lint typecheck pytest pytest-compiled compiled demo bench clean
+.PHONY: test lint typecheck pytest pytest-compiled compiled dist demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,16 @@ $(COMPILED)/.built: $(STAMP) $(SOURCES) README.md
 	@touch $@
 
 compiled: $(COMPILED)/.built
+
+# What a release uploads from this machine: the source distribution, the pure-Python wheel,
+# and the compiled wheel for this platform and Python (see docs/performance.md).
+dist: $(COMPILED)/.built
+	rm -rf dist
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist .
+	cp build/wheel/keyguard-*.whl dist/
+	$(BIN)/python -c "from hatchling.builders.sdist import SdistBuilder; \
+	  print(*SdistBuilder('.').build(directory='dist'))"
+	ls dist
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks typing_tests $(wildcard examples)
