@@ -124,6 +124,16 @@ def test_authenticate_returns_principal(make: Factory) -> None:
     assert principal.identity == issued.key_id
 
 
+def test_a_token_that_is_not_a_str_is_a_type_error_that_does_not_show_it(make: Factory) -> None:
+    # The same error in the pure and the compiled build (whose flow takes a str).
+    env = make()
+    issued = env.manager.create("acme")
+    with pytest.raises(TypeError, match="the token must be a str, got bytes") as raised:
+        env.manager.authenticate(issued.token.encode())
+    assert issued.token not in str(raised.value)
+    assert env.store.gets == 0
+
+
 def test_unknown_key_and_wrong_secret_look_the_same_and_cost_the_same(make: Factory) -> None:
     hasher = CountingHasher()
     env = make(hasher=hasher)

@@ -160,10 +160,11 @@ class TokenMemo:
 
     __slots__ = ("_entries", "get", "max_size")
 
-    def __init__(self, max_size: int = 10_000) -> None:
-        if max_size < 1:
-            raise ValueError("max_size must be at least 1")
-        self.max_size = max_size
+    def __init__(self, max_size: object = 10_000) -> None:
+        # ``object``, checked here: the compiled build would convert a bool by an ``int``.
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
+            raise ValueError(f"max_size must be a whole number of at least 1, got {max_size!r}")
+        self.max_size: int = max_size
         self._entries: dict[bytes, tuple[str, str | None, KeyRecord, Principal]] = {}
         #: The key_id, token environment, record and principal remembered for a
         #: digest, or None: the dict's own ``get``, as it runs on every request.

@@ -134,6 +134,8 @@ class _KeyOperations:
     def _authenticate(
         self, token: str, required_scopes: Collection[str]
     ) -> Flow[Principal | Denial]:
+        if not isinstance(token, str):  # a caller's mistake, not a client's: say so
+            raise TypeError(f"the token must be a str, got {type(token).__name__}")
         return authenticate_flow(
             self._settings, token, required_scopes=required_scopes, environment=self.environment
         )
@@ -355,7 +357,8 @@ class KeyManager(_KeyOperations):
     ) -> Principal | Denial:
         """Verify ``token``; return the :class:`Principal` or a :class:`Denial` saying why not.
 
-        Never raises for bad input or a failing store: those are denials.
+        Never raises for a bad token or a failing store: those are denials. A
+        token that is not a ``str`` at all is a caller's mistake: ``TypeError``.
         """
         return drive_sync(self._authenticate(token, required_scopes), self._targets)
 

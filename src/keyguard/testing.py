@@ -482,9 +482,12 @@ RATE_LIMITER_CHECKS: dict[str, Callable[[FakeClock], Flow[None]]] = {
 _SOME = Policy("some", quota=3, window=1)
 
 #: Requests every limiter must refuse with ValueError before counting anything.
-BAD_RATE_LIMIT_REQUESTS: dict[str, tuple[str, tuple[Policy, ...], int]] = {
+BAD_RATE_LIMIT_REQUESTS: dict[str, tuple[object, tuple[Policy, ...], object]] = {
     "empty_key": ("", (_SOME,), 1),
+    "key_not_a_string": (123, (_SOME,), 1),
     "negative_cost": ("k", (_SOME,), -1),
+    "cost_not_whole": ("k", (_SOME,), 1.0),
+    "cost_a_bool": ("k", (_SOME,), True),
     "cost_above_burst": ("k", (_SOME,), 4),
     "duplicate_policy_names": ("k", (_SOME, Policy("some", quota=9, window=9)), 1),
 }

@@ -108,7 +108,7 @@ class AsyncRateLimiter(Protocol):
         ...
 
 
-def check_request(key: str, policies: Sequence[Policy], cost: int) -> None:
+def check_request(key: object, policies: Sequence[Policy], cost: object) -> None:
     """The argument checks every limiter makes before counting anything.
 
     Raises:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import cast
 
 from mypy_extensions import mypyc_attr
 
@@ -47,12 +48,20 @@ class MemoryLimiterBase:
         """The number of keys remembered."""
         return len(self._keys)
 
-    def hit(self, key: str, policies: Sequence[Policy], cost: int = 1) -> RateLimitDecision:
-        """See :meth:`keyguard.ratelimit.RateLimiter.hit`."""
+    def hit(self, key: object, policies: Sequence[Policy], cost: object = 1) -> RateLimitDecision:
+        """See :meth:`keyguard.ratelimit.RateLimiter.hit`.
+
+        ``key`` and ``cost`` are annotated ``object`` and checked here, so that a
+        bad argument gets the same ``ValueError`` in the compiled build, which
+        would otherwise convert or refuse it by its annotation first.
+        """
+        if type(key) is str and type(cost) is int and key and cost >= 0:
+            client, count = key, cost
+        else:
+            check_request(key, policies, cost)  # raises, unless key is a str subclass
+            client, count = cast(str, key), cast(int, cost)
         if len(policies) != 1:
-            return self._hit_many(key, policies, cost)
-        if not key or type(key) is not str or type(cost) is not int or cost < 0:
-            check_request(key, policies, cost)
+            return self._hit_many(client, policies, count)
         policy = policies[0]
         params = policy._params
         name = params[0]
@@ -61,13 +70,13 @@ class MemoryLimiterBase:
         lock = self._lock
         lock.acquire()  # not `with`: this runs on every request, and try/finally is cheaper
         try:
-            tats = keys.get(key)
+            tats = keys.get(client)
             if tats is None:
-                tats = self._add_key(key)
+                tats = self._add_key(client)
             else:
-                keys.move_to_end(key)
+                keys.move_to_end(client)
             allowed, retry_ms, remaining, reset_ms, tat, _ = gcra.check_one(
-                now_ms, cost, params, tats.get(name)
+                now_ms, count, params, tats.get(name)
             )
             if tat is not None:
                 tats[name] = tat
@@ -84,7 +93,7 @@ class MemoryLimiterBase:
         )
 
     def _hit_many(self, key: str, policies: Sequence[Policy], cost: int) -> RateLimitDecision:
-        check_request(key, policies, cost)
+        check_request(key, policies, cost)  # the names of the policies
         if not policies:
             return _ALLOW_NOTHING_APPLIES
         params = [p._params for p in policies]
@@ -124,7 +133,9 @@ class MemoryLimiterBase:
             self._keys.popitem(last=False)
         return tats
 
-    async def ahit(self, key: str, policies: Sequence[Policy], cost: int = 1) -> RateLimitDecision:
+    async def ahit(
+        self, key: object, policies: Sequence[Policy], cost: object = 1
+    ) -> RateLimitDecision:
         """See :meth:`hit`; no I/O, so it completes without yielding to the event loop."""
         return self.hit(key, policies, cost)
 
