@@ -8,8 +8,13 @@ never pass by quietly falling back to the source.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
+import pickle
+from typing import Any
+
+import pytest
 
 import keyguard
 
@@ -67,3 +72,24 @@ def test_the_public_classes_of_the_compiled_modules_take_subclasses() -> None:
 
     assert isinstance(Middleware(app, AsyncKeyManager(MemoryKeyStore())), KeyguardMiddleware)
     assert len(Memo(3)) == 0
+
+
+def _round_trips() -> list[Any]:
+    def pickled(value: Any) -> Any:
+        return pickle.loads(pickle.dumps(value))  # noqa: S301 (bytes this test made)
+
+    return [copy.copy, copy.deepcopy, pickled]
+
+
+@pytest.mark.parametrize("round_trip", _round_trips(), ids=["copy", "deepcopy", "pickle"])
+def test_denials_and_anonymous_copy_and_pickle_in_both_builds(round_trip: Any) -> None:
+    denial = keyguard.Denial(
+        keyguard.DenialReason.INSUFFICIENT_SCOPE,
+        "the API key lacks the scope billing:write",
+        key_id="k1",
+        missing_scopes=frozenset({"billing:write"}),
+        retry_after=None,
+        headers=(("x-a", "b"),),
+    )
+    assert round_trip(denial) == denial
+    assert round_trip(keyguard.ANONYMOUS) is keyguard.ANONYMOUS

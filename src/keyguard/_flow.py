@@ -140,6 +140,20 @@ class Denial:
     def __bool__(self) -> bool:
         return False
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Spelled out for the compiled build, whose frozen class cannot restore a state.
+        return (
+            Denial,
+            (
+                self.reason,
+                self.detail,
+                self.key_id,
+                self.missing_scopes,
+                self.retry_after,
+                self.headers,
+            ),
+        )
+
 
 _INVALID_KEY_DETAIL = "the API key is not valid"
 

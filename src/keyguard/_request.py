@@ -80,6 +80,9 @@ class Anonymous:
     def __repr__(self) -> str:
         return "ANONYMOUS"
 
+    def __reduce__(self) -> str:
+        return "ANONYMOUS"  # copied and unpickled as the one instance
+
 
 #: The one :class:`Anonymous` instance.
 ANONYMOUS: Final = Anonymous()
