@@ -93,3 +93,17 @@ def test_denials_and_anonymous_copy_and_pickle_in_both_builds(round_trip: Any) -
     )
     assert round_trip(denial) == denial
     assert round_trip(keyguard.ANONYMOUS) is keyguard.ANONYMOUS
+
+
+def test_servers_see_the_middleware_as_an_asgi3_app_in_both_builds() -> None:
+    # uvicorn, for one, tells ASGI 3 from ASGI 2 by iscoroutinefunction(app.__call__).
+    import inspect
+
+    from keyguard import AsyncKeyManager, KeyguardMiddleware
+    from keyguard.stores import MemoryKeyStore
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        pass
+
+    middleware = KeyguardMiddleware(app, AsyncKeyManager(MemoryKeyStore()))
+    assert inspect.iscoroutinefunction(middleware.__call__)
