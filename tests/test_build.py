@@ -26,6 +26,8 @@ COMPILED_MODULES = (
     "keyguard.asgi",
     "keyguard.ratelimit.gcra",
     "keyguard.ratelimit._memory",
+    "keyguard.stores.memory",
+    "keyguard._last_used",
 )
 
 
@@ -44,11 +46,13 @@ def test_the_suite_imports_the_build_it_expects() -> None:
 
 
 def test_only_the_request_path_is_compiled() -> None:
-    # Everything else stays Python in both builds: stores, managers, the CLI.
+    # Everything else stays Python in both builds: managers, SQL and cached stores, the CLI.
     for name in (
         "keyguard._manager",
-        "keyguard.stores.memory",
+        "keyguard._records",
         "keyguard.ratelimit.memory",
+        "keyguard.stores.sql",
+        "keyguard.stores.cached",
         "keyguard.wsgi",
         "keyguard.cli",
     ):
@@ -56,8 +60,8 @@ def test_only_the_request_path_is_compiled() -> None:
 
 
 def test_the_public_classes_of_the_compiled_modules_take_subclasses() -> None:
-    # Compiled classes refuse Python subclasses unless allowed; these two allow them.
-    from keyguard import AsyncKeyManager, KeyguardMiddleware
+    # Compiled classes refuse Python subclasses unless allowed; these allow them.
+    from keyguard import AsyncKeyManager, KeyguardMiddleware, LastUsedRecorder
     from keyguard._flow import TokenMemo
     from keyguard.stores import MemoryKeyStore
 
@@ -66,6 +70,16 @@ def test_the_public_classes_of_the_compiled_modules_take_subclasses() -> None:
 
     class Memo(TokenMemo):
         pass
+
+    class Store(MemoryKeyStore):
+        def get(self, key_id: str) -> None:
+            return None
+
+    class Recorder(LastUsedRecorder):
+        pass
+
+    assert Store().get("k1") is None
+    assert len(Recorder(1.0)) == 0
 
     async def app(scope: object, receive: object, send: object) -> None:
         pass
