@@ -153,7 +153,8 @@ class KeyguardMiddleware:
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value if authorization is None else authorization + b"," + value
-            elif name == api_key_name:
+            elif api_key_name is not None and name == api_key_name:
+                # (bytes == None takes both sides' __eq__ and then identity: skip it)
                 api_key = value if api_key is None else api_key + b"," + value
             elif name == b"content-type":
                 content_type = value
