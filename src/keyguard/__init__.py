@@ -5,7 +5,6 @@ and ASGI and WSGI middleware. Start with :class:`KeyManager` (or
 :class:`AsyncKeyManager`) over a store from :mod:`keyguard.stores`.
 """
 
-from . import _flow
 from ._clock import Clock, SystemClock
 from ._errors import (
     DuplicateKeyError,
@@ -16,7 +15,7 @@ from ._errors import (
     SecretTooLongError,
     StorageError,
 )
-from ._flow import Denial, DenialReason
+from ._flow import COMPILED, Denial, DenialReason
 from ._hashing import HmacSecretHasher, PasslibHasher, SecretHasher, VerifiedSecretCache
 from ._keys import (
     DEFAULT_KEY_FORMAT,
@@ -44,10 +43,6 @@ from .ratelimit._policy import Policy
 from .wsgi import KeyguardWSGIMiddleware
 
 __version__ = "0.1.0.dev0"
-
-#: True in the compiled build, whose request path is compiled with mypyc (see
-#: docs/performance.md); False in the pure-Python one. Both behave alike.
-COMPILED: bool = not _flow.__file__.endswith(".py")
 
 __all__ = [
     "ANONYMOUS",

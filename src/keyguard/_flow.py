@@ -63,33 +63,41 @@ def _wrap(exc: Exception, call: Call) -> KeyguardError:
     return wrapped
 
 
+#: True when this module is compiled (the compiled build; see docs/performance.md).
+COMPILED: bool = not __file__.endswith(".py")
 #: The target of the last call :func:`_finished` yields; no flow yields it.
 _DONE = "(done)"
 
 
 def _finished(flow: Flow[T]) -> Generator[Call, Any, None]:
-    """``flow``, then one more call, ``(_DONE, "", (result,))``, that carries its result.
-
-    The drivers stop at that call and drop this generator, so a finished flow
-    costs no ``StopIteration`` caught in the driver (in the compiled build, a
-    traceback built for it on every request).
-    """
+    """``flow``, then one more call, ``(_DONE, "", (result,))``, that carries its result."""
     result = yield from flow
     yield (_DONE, "", (result,))
 
 
+def _runner(flow: Flow[T]) -> Generator[Call, Any, Any]:
+    """What a driver sends to: a finished flow ends in ``StopIteration`` or, compiled, in
+    the call :func:`_finished` adds. Compiled code builds a traceback for every exception
+    it catches, so there the extra generator is the cheaper end; interpreted, the
+    ``StopIteration`` is."""
+    return _finished(flow) if COMPILED else flow
+
+
 def drive_sync(flow: Flow[T], targets: Mapping[str, Any]) -> T:
     """Run ``flow`` to completion, performing each call synchronously."""
-    runner = _finished(flow)
+    runner = _runner(flow)
     send = runner.send
-    call = send(None)
-    while call[0] is not _DONE:
-        try:
-            result = getattr(targets[call[0]], call[1])(*call[2])
-        except Exception as exc:  # a backend failure is the flow's to judge
-            call = runner.throw(_wrap(exc, call))
-        else:
-            call = send(result)
+    try:
+        call = send(None)
+        while call[0] is not _DONE:
+            try:
+                result = getattr(targets[call[0]], call[1])(*call[2])
+            except Exception as exc:  # a backend failure is the flow's to judge
+                call = runner.throw(_wrap(exc, call))
+            else:
+                call = send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
     return call[2][0]  # type: ignore[no-any-return]
 
 
@@ -99,22 +107,25 @@ async def drive_async(flow: Flow[T], targets: Mapping[str, Any]) -> T:
     A target whose ``nonblocking`` attribute is true (an in-memory backend,
     which never waits for I/O) has its sync method called instead.
     """
-    runner = _finished(flow)
+    runner = _runner(flow)
     send = runner.send
-    call = send(None)
-    while call[0] is not _DONE:
-        try:
-            target = targets[call[0]]
-            if getattr(target, "nonblocking", False):
-                # An in-memory backend: its sync method cannot block the loop,
-                # and calling it directly spares a coroutine per call.
-                result = getattr(target, call[1])(*call[2])
+    try:
+        call = send(None)
+        while call[0] is not _DONE:
+            try:
+                target = targets[call[0]]
+                if getattr(target, "nonblocking", False):
+                    # An in-memory backend: its sync method cannot block the loop,
+                    # and calling it directly spares a coroutine per call.
+                    result = getattr(target, call[1])(*call[2])
+                else:
+                    result = await getattr(target, "a" + call[1])(*call[2])
+            except Exception as exc:  # a backend failure is the flow's to judge
+                call = runner.throw(_wrap(exc, call))
             else:
-                result = await getattr(target, "a" + call[1])(*call[2])
-        except Exception as exc:  # a backend failure is the flow's to judge
-            call = runner.throw(_wrap(exc, call))
-        else:
-            call = send(result)
+                call = send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
     return call[2][0]  # type: ignore[no-any-return]
 
 

@@ -20,6 +20,7 @@ WebSocket is closed with code 1008 before it is accepted.
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from typing import Any
 
 from mypy_extensions import mypyc_attr
 
@@ -135,12 +136,15 @@ class KeyguardMiddleware:
         return f"KeyguardMiddleware(app={self.app!r}, options={self.options!r})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
+        # ASGI scopes are dicts: reading through a dict-typed name lets the compiled
+        # build use the dict directly (another mapping is read through a copy).
+        view: dict[str, Any] = scope if type(scope) is dict else dict(scope)
+        kind = view["type"]
         if kind not in _AUTHENTICATED_SCOPES:
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        root: str = scope.get("root_path", "")
+        path: str = view["path"]
+        root: str = view.get("root_path", "")
         if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
             path = path[len(root) :] or "/"
         if self._has_public and self.gate.options.is_public(path):
@@ -150,7 +154,7 @@ class KeyguardMiddleware:
             return
         authorization = api_key = content_type = None
         api_key_name = self._api_key_name
-        for name, value in scope["headers"]:
+        for name, value in view["headers"]:
             if name == b"authorization":
                 authorization = value if authorization is None else authorization + b"," + value
             elif api_key_name is not None and name == api_key_name:
@@ -170,15 +174,15 @@ class KeyguardMiddleware:
             reader = _BodyReader(receive)
             targets = {**targets, "body": reader}
             body_type = content_type.decode("latin-1")
-        client = scope.get("client")
+        client = view.get("client")
         host: str | None = client[0] if client else None
-        query: bytes = scope.get("query_string", b"")
-        method: str = scope.get("method", "WEBSOCKET")
+        query: bytes = view.get("query_string", b"")
+        method: str = view.get("method", "WEBSOCKET")
         flow = request_flow(
             self.gate,
             method,
             path,
-            scope.get("scheme", "http"),
+            view.get("scheme", "http"),
             host,
             None if authorization is None else authorization.decode("latin-1"),
             None if api_key is None else api_key.decode("latin-1"),
