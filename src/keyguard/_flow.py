@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection, Generator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from hashlib import blake2s
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from mypy_extensions import mypyc_attr
 
@@ -42,7 +42,7 @@ __all__ = [
     "token_digest",
 ]
 
-logger = logging.getLogger("keyguard")
+logger: Final = logging.getLogger("keyguard")
 
 T = TypeVar("T")
 
@@ -64,9 +64,9 @@ def _wrap(exc: Exception, call: Call) -> KeyguardError:
 
 
 #: True when this module is compiled (the compiled build; see docs/performance.md).
-COMPILED: bool = not __file__.endswith(".py")
+COMPILED: Final[bool] = not __file__.endswith(".py")
 #: The target of the last call :func:`_finished` yields; no flow yields it.
-_DONE = "(done)"
+_DONE: Final = "(done)"
 
 
 def _finished(flow: Flow[T]) -> Generator[Call, Any, None]:
@@ -179,7 +179,7 @@ class Denial:
         )
 
 
-_INVALID_KEY_DETAIL = "the API key is not valid"
+_INVALID_KEY_DETAIL: Final = "the API key is not valid"
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # in the compiled build too

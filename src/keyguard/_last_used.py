@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import Final
 
 from mypy_extensions import mypyc_attr
 
@@ -14,7 +15,7 @@ __all__ = ["DEFAULT_LAST_USED_INTERVAL", "LastUsedRecorder"]
 #: Seconds between two batches of last-used writes.
 DEFAULT_LAST_USED_INTERVAL = 60.0
 #: :meth:`LastUsedRecorder.note` keeps last-used times to this many seconds.
-NOTE_RESOLUTION = 1.0
+NOTE_RESOLUTION: Final = 1.0
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # in the compiled build too

@@ -50,13 +50,13 @@ __all__ = [
     "wire",
 ]
 
-access_logger = logging.getLogger("keyguard.access")
+access_logger: Final = logging.getLogger("keyguard.access")
 
 _FORM_TYPE = "application/x-www-form-urlencoded"
-_LOCAL_PREFIXES = ("127.", "::ffff:127.")
+_LOCAL_PREFIXES: Final = ("127.", "::ffff:127.")
 # "testclient" is the address Starlette's TestClient reports; no socket ever has it.
-_LOCAL_HOSTS = frozenset({"::1", "localhost", "testclient"})
-_SECURE_SCHEMES = frozenset({"https", "wss"})
+_LOCAL_HOSTS: Final = frozenset({"::1", "localhost", "testclient"})
+_SECURE_SCHEMES: Final = frozenset({"https", "wss"})
 _MAX_LOGGED = 200
 
 

@@ -20,7 +20,7 @@ WebSocket is closed with code 1008 before it is accepted.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -34,8 +34,8 @@ from .ratelimit import AsyncRateLimiter
 __all__ = ["PRINCIPAL_SCOPE_KEY", "KeyguardMiddleware"]
 
 #: Where the principal (or ``None``) is put in the ASGI scope.
-PRINCIPAL_SCOPE_KEY = "keyguard.principal"
-_AUTHENTICATED_SCOPES = frozenset({"http", "websocket"})
+PRINCIPAL_SCOPE_KEY: Final = "keyguard.principal"
+_AUTHENTICATED_SCOPES: Final = frozenset({"http", "websocket"})
 
 
 def _checked_limiter(limiter: object) -> AsyncRateLimiter | None:

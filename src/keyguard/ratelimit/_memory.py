@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Final, cast
 
 from mypy_extensions import mypyc_attr
 
@@ -22,8 +22,8 @@ __all__ = ["MemoryLimiterBase"]
 
 _ALLOW_NOTHING_APPLIES = RateLimitDecision(True, ())
 # The hot path builds its named tuples without the generated __new__ wrapper.
-_new_decision = tuple.__new__
-_new_state = tuple.__new__
+_new_decision: Final = tuple.__new__
+_new_state: Final = tuple.__new__
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
