@@ -303,6 +303,16 @@ def scope_denial(key_id: str, granted: frozenset[str], required: Collection[str]
     )
 
 
+def _state_denial(settings: VerifySettings, record: KeyRecord) -> Denial | None:
+    """The denial of a revoked or expired key, or None when it is active."""
+    status = record.status(settings.now)
+    if status == "revoked":
+        return Denial(DenialReason.REVOKED, "the API key has been revoked", key_id=record.key_id)
+    if status == "expired":
+        return Denial(DenialReason.EXPIRED, "the API key has expired", key_id=record.key_id)
+    return None
+
+
 def authenticate_flow(
     settings: VerifySettings,
     token: str,
@@ -371,11 +381,11 @@ def authenticate_flow(
             f"this API accepts only {wanted_env!r} keys",
             key_id=record.key_id,
         )
-    status = record.status(settings.now)
-    if status == "revoked":
-        return Denial(DenialReason.REVOKED, "the API key has been revoked", key_id=record.key_id)
-    if status == "expired":
-        return Denial(DenialReason.EXPIRED, "the API key has expired", key_id=record.key_id)
+    # Neither revoked nor expiring: active, as status() says, without its call per request.
+    if record.revoked_at is not None or record.expires_at is not None:
+        refusal = _state_denial(settings, record)
+        if refusal is not None:
+            return refusal
     if required_scopes:
         refusal = scope_denial(record.key_id, record.scopes, required_scopes)
         if refusal is not None:
