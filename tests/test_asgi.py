@@ -258,3 +258,46 @@ def test_middleware_modules_export_what_they_define() -> None:
         assert names == sorted(names, key=lambda n: (not n.isupper(), not n[0].isupper(), n))
         for name in names:
             assert hasattr(module, name), name
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("shape", ["list pairs", "tuple of tuples", "scope not a dict"])
+async def test_headers_and_scopes_of_any_server_shape(manager: AsyncKeyManager, shape: str) -> None:
+    """Servers hand headers as tuples or lists, in a list or a tuple; a scope that is
+    another mapping (not a dict, as the spec has it) still works, and gets the user."""
+    from collections import UserDict
+
+    issued = await manager.create("acme")
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["keyguard.principal"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    pairs: Any = [[b"host", b"api.test"], [b"authorization", f"Bearer {issued.token}".encode()]]
+    if shape != "list pairs":
+        pairs = tuple(tuple(pair) for pair in pairs)
+    scope: Any = {
+        "type": "http",
+        "scheme": "https",
+        "method": "GET",
+        "path": "/invoices",
+        "query_string": b"",
+        "headers": pairs,
+        "client": ("203.0.113.9", 5000),
+    }
+    if shape == "scope not a dict":
+        scope = UserDict(scope)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await KeyguardMiddleware(app, manager)(scope, receive, send)
+    assert sent[0]["status"] == 204
+    assert [p.key_id for p in seen] == [issued.key_id]
+    assert scope["user"] is seen[0]

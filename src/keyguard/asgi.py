@@ -154,14 +154,19 @@ class KeyguardMiddleware:
             return
         authorization = api_key = content_type = None
         api_key_name = self._api_key_name
-        for name, value in view["headers"]:
+        # Each header is a (name, value) pair, a tuple or a list from every server: indexing
+        # it costs the compiled build less than unpacking it as an iterable would.
+        for header in view["headers"]:
+            name = header[0]
             if name == b"authorization":
+                value = header[1]
                 authorization = value if authorization is None else authorization + b"," + value
             elif api_key_name is not None and name == api_key_name:
                 # (bytes == None takes both sides' __eq__ and then identity: skip it)
+                value = header[1]
                 api_key = value if api_key is None else api_key + b"," + value
             elif name == b"content-type":
-                content_type = value
+                content_type = header[1]
         targets = self._targets
         reader = body_type = None
         # The flow reads a body only when no credential header came (to find a key in it).
