@@ -121,3 +121,25 @@ def test_servers_see_the_middleware_as_an_asgi3_app_in_both_builds() -> None:
 
     middleware = KeyguardMiddleware(app, AsyncKeyManager(MemoryKeyStore()))
     assert inspect.iscoroutinefunction(middleware.__call__)
+
+
+def test_a_bytecode_only_install_is_not_taken_for_the_compiled_build(tmp_path: Any) -> None:
+    import compileall
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    package = tmp_path / "keyguard"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "src" / "keyguard", package)
+    assert compileall.compile_dir(package, legacy=True, quiet=1)
+    for source in package.rglob("*.py"):
+        source.unlink()
+    found = subprocess.run(
+        [sys.executable, "-c", "import keyguard; print(keyguard.__file__, keyguard.COMPILED)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    ).stdout.split()
+    assert found == [str(package / "__init__.pyc"), "False"]

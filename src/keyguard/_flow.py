@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Generator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from hashlib import blake2s
+from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Any, Final, TypeVar
 
 from mypy_extensions import mypyc_attr
@@ -63,8 +64,9 @@ def _wrap(exc: Exception, call: Call) -> KeyguardError:
     return wrapped
 
 
-#: True when this module is compiled (the compiled build; see docs/performance.md).
-COMPILED: Final[bool] = not __file__.endswith(".py")
+#: True when this module is compiled (the compiled build; see docs/performance.md): it
+#: was loaded from an extension module, not from source or bytecode.
+COMPILED: Final[bool] = __file__.endswith(tuple(EXTENSION_SUFFIXES))
 #: The target of the last call :func:`_finished` yields; no flow yields it.
 _DONE: Final = "(done)"
 
