@@ -136,7 +136,7 @@ REQUEST = {"type": "http.request", "body": b"", "more_body": False}
 
 
 def samples() -> dict[str, list[float]]:
-    """Seconds per request of every stack, in interleaved rounds."""
+    """µs per request of every stack, one sample per interleaved round."""
     apps, common, with_key = _apps()
     statuses: list[int] = []
     headers_seen: list[list[tuple[bytes, bytes]]] = []

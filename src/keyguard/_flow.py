@@ -18,7 +18,7 @@ import enum
 import logging
 from collections.abc import Callable, Collection, Generator, Mapping
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from hashlib import blake2s
 from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Any, Final, TypeVar
@@ -167,18 +167,8 @@ class Denial:
         return False
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Spelled out for the compiled build, whose frozen class cannot restore a state.
-        return (
-            Denial,
-            (
-                self.reason,
-                self.detail,
-                self.key_id,
-                self.missing_scopes,
-                self.retry_after,
-                self.headers,
-            ),
-        )
+        # Rebuilt from its fields: a frozen class compiled by mypyc cannot restore a state.
+        return (Denial, tuple(getattr(self, f.name) for f in fields(self)))
 
 
 _INVALID_KEY_DETAIL: Final = "the API key is not valid"
