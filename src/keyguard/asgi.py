@@ -131,6 +131,11 @@ class KeyguardMiddleware:
         self._has_public = bool(self.options._public_exact or self.options._public_starts)
         header = self.options.api_key_header
         self._api_key_name = header.lower().encode("latin-1") if header else None
+        #: The header names the request flow reads (api_key_name is never Authorization).
+        self._wanted = frozenset(
+            {b"authorization", b"content-type"}
+            | (set() if self._api_key_name is None else {self._api_key_name})
+        )
 
     def __repr__(self) -> str:
         return f"KeyguardMiddleware(app={self.app!r}, options={self.options!r})"
@@ -153,20 +158,20 @@ class KeyguardMiddleware:
             await self.app(scope, receive, send)
             return
         authorization = api_key = content_type = None
-        api_key_name = self._api_key_name
+        wanted = self._wanted
         # Each header is a (name, value) pair, a tuple or a list from every server: indexing
-        # it costs the compiled build less than unpacking it as an iterable would.
+        # it costs the compiled build less than unpacking it as an iterable would. Most
+        # headers are none of the wanted ones, and cost one set lookup.
         for header in view["headers"]:
             name = header[0]
-            if name == b"authorization":
+            if name in wanted:
                 value = header[1]
-                authorization = value if authorization is None else authorization + b"," + value
-            elif api_key_name is not None and name == api_key_name:
-                # (bytes == None takes both sides' __eq__ and then identity: skip it)
-                value = header[1]
-                api_key = value if api_key is None else api_key + b"," + value
-            elif name == b"content-type":
-                content_type = header[1]
+                if name == b"authorization":
+                    authorization = value if authorization is None else authorization + b"," + value
+                elif name == self._api_key_name:
+                    api_key = value if api_key is None else api_key + b"," + value
+                else:
+                    content_type = value
         targets = self._targets
         reader = body_type = None
         # The flow reads a body only when no credential header came (to find a key in it).
