@@ -2,7 +2,7 @@
 
 Timings on a shared machine move with whatever else runs on it; instruction
 counts do not (the same interpreter, code and inputs give the same count
-within a few instructions). So this is the measure to compare two versions
+within a few hundred instructions). So this is the measure to compare two versions
 of the hot path with. It is not time: the stacks differ in how many
 instructions they run per cycle, and the targets are in microseconds.
 
