@@ -17,6 +17,7 @@ has the whole walkthrough.
 
 from __future__ import annotations
 
+import atexit
 from typing import Any
 
 from flask import Flask, g, request
@@ -26,13 +27,19 @@ from keyguard import KeyManager
 from keyguard.integrations.flask import Keyguard, require_scopes
 
 app = Flask(__name__)
+manager = KeyManager(_billing.key_store(), hasher=_billing.hasher())
+limiter = _billing.limiter()
 Keyguard(
     app,
-    KeyManager(_billing.key_store(), hasher=_billing.hasher()),
-    limiter=_billing.limiter(),
+    manager,
+    limiter=limiter,
     public_paths=_billing.PUBLIC_PATHS,
     rate_limit=_billing.rate_limit(),
 )
+# Flask has no shutdown hook: at exit, write the last-used times still pending, then close
+# the connections (atexit runs the last registered first).
+atexit.register(limiter.close)
+atexit.register(manager.close)
 book = _billing.InvoiceBook()
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,25 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return url
 
 
+#: The stores a test opened to look at what the CLI wrote; closed after each test.
+_opened: list[SQLKeyStore] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_opened() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
+def store_for(url: str) -> SQLKeyStore:
+    store = SQLKeyStore(url)
+    _opened.append(store)
+    return store
+
+
 def manager_for(url: str, **options: Any) -> KeyManager:
-    return KeyManager(SQLKeyStore(url), last_used=None, **options)
+    return KeyManager(store_for(url), last_used=None, **options)
 
 
 def test_db_init_says_where(tmp_path: Path) -> None:
@@ -103,7 +121,7 @@ def test_create_uses_the_pepper_from_the_environment(
 ) -> None:
     monkeypatch.setenv("KEYGUARD_PEPPERS", "v1:" + "cGVwcGVycGVwcGVycGVwcGVy")
     token = run("keys", "create", "--owner", "acme").out.strip()
-    stored = SQLKeyStore(db).get(parse_key(token).key_id)
+    stored = store_for(db).get(parse_key(token).key_id)
     assert stored is not None
     assert stored.secret_hash.startswith("hmac-sha256$v1$")
     peppered = HmacSecretHasher({"v1": b"pepperpepperpepper"})
@@ -129,7 +147,7 @@ def test_list_shows_the_columns_and_never_a_hash(db: str) -> None:
     ]
     assert len(lines) == 4
     assert all(line.split()[-1] == "active" for line in lines[1:])
-    hashes = [r.secret_hash for r in SQLKeyStore(db).list_keys()]
+    hashes = [r.secret_hash for r in store_for(db).list_keys()]
     for hashed in hashes:
         assert hashed.split("$")[-1] not in result.out
     listed = run("keys", "list", "--owner", "acme", "--json").json()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import importlib
 import io
 import sys
@@ -11,7 +13,7 @@ from types import ModuleType
 
 import pytest
 
-from keyguard import cli
+from keyguard import KeyManager, cli
 
 Load = Callable[[str], ModuleType]
 MakeKey = Callable[..., str]
@@ -39,7 +41,22 @@ def load_example(database_url: str) -> Iterator[Load]:
 
     yield load
     for name in loaded:
-        sys.modules.pop(name, None)
+        module = sys.modules.pop(name, None)
+        if module is not None:
+            _close(module)
+
+
+def _close(module: ModuleType) -> None:
+    """Close what the example opened, as its shutdown would (the Flask one at exit)."""
+    manager, limiter = module.manager, module.limiter
+    if isinstance(manager, KeyManager):
+        atexit.unregister(manager.close)
+        atexit.unregister(limiter.close)
+        manager.close()
+        limiter.close()
+    else:
+        asyncio.run(manager.aclose())
+        asyncio.run(limiter.aclose())
 
 
 @pytest.fixture

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from wsgiref.validate import validator
 
 import pytest
@@ -10,6 +13,8 @@ import pytest
 from keyguard import KeyguardWSGIMiddleware
 from tests._http_drivers import Request, wsgi_call
 from tests.examples.conftest import Load, MakeKey
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _validated_app(load_example: Load) -> KeyguardWSGIMiddleware:
@@ -131,3 +136,29 @@ def test_rate_limit_kept_in_redis_when_configured(
         for key in client.scan_iter(match=pattern):
             client.delete(key)
         client.close()
+
+
+def test_the_last_uses_still_pending_are_written_at_exit(
+    database_url: str, make_key: MakeKey
+) -> None:
+    from keyguard.stores.sql import SQLKeyStore
+
+    tokens = [make_key("billing:read"), make_key("billing:read")]
+    # The first use is written at once (a batch is due); the second waits for the next
+    # batch, which only the example's exit handler writes in a process that ends now.
+    script = (
+        "import sys\n"
+        "from examples.flask_app import app\n"
+        "client = app.test_client()\n"
+        "for token in sys.argv[1:]:\n"
+        "    response = client.get('/invoices', headers={'Authorization': 'Bearer ' + token})\n"
+        "    assert response.status_code == 200, response.status_code\n"
+    )
+    subprocess.run([sys.executable, "-c", script, *tokens], cwd=ROOT, check=True, timeout=60)
+    store = SQLKeyStore(database_url)
+    try:
+        used = {record.key_id: record.last_used_at for record in store.list_keys()}
+    finally:
+        store.close()
+    assert len(used) == 2
+    assert all(when is not None for when in used.values()), used
