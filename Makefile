@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 COMPILED := build/compiled
 SOURCES := $(shell find src -name '*.py')
 
-.PHONY: test lint typecheck pytest pytest-compiled compiled dist demo bench clean
+.PHONY: test test-pythons lint typecheck pytest pytest-compiled compiled dist demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,19 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The suite (pure build) on the other Pythons: OTHER_PYTHONS, by default every CPython 3.12+
+# that pyenv has. Each gets its own venv in .venvs/. CI runs it after `make test`.
+OTHER_PYTHONS ?= $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.1[2-9]*/bin/python3)
+
+test-pythons:
+	@test -n "$(strip $(OTHER_PYTHONS))" || \
+	  echo "test-pythons: no other Python found; name some with OTHER_PYTHONS='python3.12 ...'"
+	@for py in $(OTHER_PYTHONS); do \
+	  name=$$($$py -c 'import sys; print("py%d%d" % sys.version_info[:2])') || exit 1; \
+	  echo "== $$name: $$py"; \
+	  $(MAKE) --no-print-directory pytest PYTHON=$$py VENV=.venvs/$$name || exit 1; \
+	done
+
 # The same suite against the compiled build (and the check that it is the one imported).
 pytest-compiled: $(COMPILED)/.built
 	KEYGUARD_EXPECT_COMPILED=1 PYTHONPATH=$(COMPILED) $(BIN)/pytest $(PYTEST_ARGS)
@@ -62,4 +75,4 @@ bench: $(STAMP) $(COMPILED)/.built
 	KEYGUARD_COMPILED_PATH=$(COMPILED) $(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venvs build .pytest_cache .mypy_cache .ruff_cache .hypothesis
