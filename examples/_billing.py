@@ -16,11 +16,12 @@ works against either:
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 from typing import Any
 
-from keyguard import HmacSecretHasher
+from keyguard import HmacSecretHasher, RedactKeys
 from keyguard.cli import hasher_from_environment
 from keyguard.ratelimit import MemoryRateLimiter
 from keyguard.ratelimit.redis import RedisRateLimiter
@@ -30,6 +31,19 @@ from keyguard.stores.sql import SQLKeyStore, default_database_url
 
 #: Paths served without a key.
 PUBLIC_PATHS = ("/health",)
+#: The loggers on which servers log each request line, URL included.
+SERVER_LOGGERS = ("uvicorn.access", "gunicorn.access", "werkzeug")
+
+
+def redact_server_logs() -> None:
+    """Add a :class:`~keyguard.RedactKeys` filter to the servers' access loggers (once).
+
+    keyguard refuses a key sent in the URL, but the server has logged the URL by then.
+    """
+    for name in SERVER_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactKeys) for f in logger.filters):
+            logger.addFilter(RedactKeys())
 
 
 def key_store() -> CachedKeyStore:

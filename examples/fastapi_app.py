@@ -28,6 +28,7 @@ from examples import _billing
 from keyguard import AsyncKeyManager, Principal
 from keyguard.integrations.fastapi import Keyguard
 
+_billing.redact_server_logs()
 manager = AsyncKeyManager(_billing.key_store(), hasher=_billing.hasher())
 limiter = _billing.limiter()
 keyguard = Keyguard(

@@ -26,6 +26,7 @@ from examples import _billing
 from keyguard import KeyManager
 from keyguard.integrations.flask import Keyguard, require_scopes
 
+_billing.redact_server_logs()
 app = Flask(__name__)
 manager = KeyManager(_billing.key_store(), hasher=_billing.hasher())
 limiter = _billing.limiter()

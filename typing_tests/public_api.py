@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import keyguard
@@ -49,3 +50,10 @@ async def async_app() -> bool:
     rotated = await keys.rotate(issued.key_id, grace=timedelta(hours=1))
     result = await keys.authenticate(rotated.token)
     return bool(result) and keyguard.parse_key(rotated.token).key_id == rotated.key_id
+
+
+def server_logs() -> None:
+    redact = keyguard.RedactKeys(KeyFormat(prefix="acme"), query_param_names=["api_key"])
+    logging.getLogger("uvicorn.access").addFilter(redact)
+    text: str = redact.redact("GET /invoices?api_key=acme_live_...")
+    del text

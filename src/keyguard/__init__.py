@@ -30,6 +30,7 @@ from ._last_used import LastUsedRecorder
 from ._manager import AsyncKeyManager, KeyManager
 from ._options import MiddlewareOptions
 from ._records import UNSET, IssuedKey, KeyChanges, KeyRecord, KeyStatus, Principal
+from ._redact import RedactKeys
 from ._request import ANONYMOUS, Anonymous
 from .asgi import KeyguardMiddleware
 from .ratelimit import (
@@ -80,6 +81,7 @@ __all__ = [
     "RateLimitBackendError",
     "RateLimitDecision",
     "RateLimiter",
+    "RedactKeys",
     "SecretHasher",
     "SecretTooLongError",
     "StorageError",

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -47,29 +48,36 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture(params=sorted(SERVERS))
-def server(request: pytest.FixtureRequest, database_url: str) -> Iterator[str]:
-    port = _free_port()
+class Served:
+    """A server running in a subprocess: its address, and all it printed once it stopped."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.output = ""
+
+
+@contextmanager
+def _serving(name: str, command: list[str], port: int, database_url: str) -> Iterator[Served]:
     process = subprocess.Popen(
-        SERVERS[request.param](port),
+        command,
         cwd=ROOT,
         env={**os.environ, "KEYGUARD_DATABASE_URL": database_url},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    base = f"http://127.0.0.1:{port}"
+    served = Served(f"http://127.0.0.1:{port}")
     try:
         deadline = time.monotonic() + 20
         while True:
             try:
-                httpx.get(base + "/health", timeout=1)
+                httpx.get(served.base + "/health", timeout=1)
                 break
             except httpx.TransportError:
                 if process.poll() is not None or time.monotonic() > deadline:
                     output = process.stdout.read().decode() if process.stdout else ""
-                    pytest.fail(f"{request.param} did not start:\n{output}")
+                    pytest.fail(f"{name} did not start:\n{output}")
                 time.sleep(0.1)
-        yield base
+        yield served
     finally:
         process.terminate()
         try:
@@ -78,7 +86,15 @@ def server(request: pytest.FixtureRequest, database_url: str) -> Iterator[str]:
             process.kill()
             process.wait()
         if process.stdout:
+            served.output = process.stdout.read().decode()
             process.stdout.close()
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def server(request: pytest.FixtureRequest, database_url: str) -> Iterator[str]:
+    port = _free_port()
+    with _serving(request.param, SERVERS[request.param](port), port, database_url) as served:
+        yield served.base
 
 
 @pytest.mark.slow
@@ -113,3 +129,22 @@ def test_the_billing_api_over_http(server: str, make_key: MakeKey) -> None:
         wrong = client.get("/invoices", headers={"Authorization": f"Bearer {typo}"})
         assert wrong.status_code == 401
         assert wrong.headers["www-authenticate"] == 'Bearer realm="api", error="invalid_token"'
+
+
+@pytest.mark.slow
+def test_a_key_sent_in_the_url_is_not_in_the_access_log(
+    database_url: str, make_key: MakeKey
+) -> None:
+    token = make_key("billing:read")
+    key_id = token.split("_")[2]
+    port = _free_port()
+    command = [*SERVERS["uvicorn"](port)[:-2], "--log-level", "info"]  # with the access log
+    with _serving("uvicorn", command, port, database_url) as served:
+        for name in ("api_key", "token"):
+            sent = httpx.get(f"{served.base}/invoices?page=1&{name}={token}", timeout=10)
+            assert sent.status_code == 400
+    lines = [line for line in served.output.splitlines() if "GET /invoices?" in line]
+    assert len(lines) == 2, served.output
+    assert token[-20:] not in served.output
+    assert all("=[redacted] HTTP/1.1" in line and "400" in line for line in lines), lines
+    assert key_id not in served.output  # a parameter's value goes whole, key_id too
