@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml
 test: lint typecheck pytest pytest-compiled
 
 $(COMPILED)/.built: $(STAMP) $(SOURCES) README.md
+	@$(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and \
+	  "the compiled build is made on Python 3.11 only (mypyc/mypyc#1214, docs/performance.md)")'
 	rm -rf build/compiled-src build/wheel $(COMPILED)
 	mkdir -p build/compiled-src
 	cp -r pyproject.toml README.md src build/compiled-src/
