@@ -28,25 +28,25 @@ def _record(msg: Any, args: Any = ()) -> logging.LogRecord:
         pytest.param(
             '%s - "%s %s HTTP/%s" %d',
             ("10.0.0.7:5123", "GET", f"/invoices?api_key={TOKEN}", "1.1", 400),
-            '10.0.0.7:5123 - "GET /invoices?api_key=[redacted] HTTP/1.1" 400',
+            f'10.0.0.7:5123 - "GET /invoices?api_key={KEPT} HTTP/1.1" 400',
             id="uvicorn",
         ),
         pytest.param(
             '%(h)s "%(r)s" %(s)s',
             {"h": "10.0.0.7", "r": f"GET /invoices?page=2&token={TOKEN} HTTP/1.1", "s": "400"},
-            '10.0.0.7 "GET /invoices?page=2&token=[redacted] HTTP/1.1" 400',
+            f'10.0.0.7 "GET /invoices?page=2&token={KEPT} HTTP/1.1" 400',
             id="gunicorn",
         ),
         pytest.param(
             '10.0.0.7 - - [01/Dec/2026 10:00:00] "%s" %s %s\n',
             (f"GET /invoices?key={TOKEN} HTTP/1.1", "400", "-"),
-            '10.0.0.7 - - [01/Dec/2026 10:00:00] "GET /invoices?key=[redacted] HTTP/1.1" 400 -\n',
+            f'10.0.0.7 - - [01/Dec/2026 10:00:00] "GET /invoices?key={KEPT} HTTP/1.1" 400 -\n',
             id="werkzeug",
         ),
         pytest.param(
             f"GET /invoices?api_key={TOKEN}",
             (),
-            "GET /invoices?api_key=[redacted]",
+            f"GET /invoices?api_key={KEPT}",
             id="already-formatted",
         ),
         pytest.param(
@@ -93,7 +93,7 @@ def test_argument_types_are_kept_for_formatters_that_unpack_them() -> None:
     record = _record('%s - "%s %s HTTP/%s" %d', ("a", "GET", f"/?token={TOKEN}", "1.1", 400))
     RedactKeys().filter(record)
     assert isinstance(record.args, tuple)
-    assert record.args[2:] == ("/?token=[redacted]", "1.1", 400)
+    assert record.args[2:] == (f"/?token={KEPT}", "1.1", 400)
 
 
 def test_a_key_of_another_format_and_other_names() -> None:
@@ -112,7 +112,7 @@ def test_a_key_of_another_format_and_other_names() -> None:
         pytest.param(
             "GET %s",
             ([f"/?key={TOKEN}"],),
-            "GET ['/?key=[redacted]']",
+            f"GET ['/?key={KEPT}']",
             id="inside-a-list",
         ),
         pytest.param(
@@ -136,12 +136,15 @@ def test_a_record_that_cannot_be_formatted_passes_with_its_arguments_redacted() 
     assert RedactKeys().filter(record) is True
     with pytest.raises(TypeError):
         record.getMessage()  # the handler reports it, as it would without the filter
-    assert (record.msg, record.args) == ("%s %s", ("?key=[redacted]",))
+    assert (record.msg, record.args) == ("%s %s", (f"?key={KEPT}",))
 
 
-def test_a_single_string_of_names_is_refused() -> None:
+def test_bad_names_are_refused() -> None:
     with pytest.raises(TypeError, match="collection of names"):
         RedactKeys(query_param_names="api_key")
+    for bad in ([""], [None]):
+        with pytest.raises(ValueError, match="non-empty string"):
+            RedactKeys(query_param_names=bad)  # type: ignore[list-item]
 
 
 def test_repr_names_the_settings() -> None:
@@ -172,4 +175,4 @@ def test_on_a_logger_every_handler_writes_the_redacted_line(
     logger.addFilter(RedactKeys())
     logger.info('"%s" %s', f"GET /invoices?api_key={TOKEN} HTTP/1.1", 400)
     logger.info(f"bearer {TOKEN}")
-    assert stream.getvalue() == f'"GET /invoices?api_key=[redacted] HTTP/1.1" 400\nbearer {KEPT}\n'
+    assert stream.getvalue() == f'"GET /invoices?api_key={KEPT} HTTP/1.1" 400\nbearer {KEPT}\n'

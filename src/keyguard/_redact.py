@@ -34,7 +34,9 @@ class RedactKeys(logging.Filter):
       ``sk_live_M65wXtYRmqlf_[redacted]``;
     - the value of every query parameter named in ``query_param_names``
       (compared as the middleware does: decoded, in any case) becomes
-      ``[redacted]``, whatever it holds: a key of another form, a mistyped one.
+      ``[redacted]``, whatever else it holds: a key of another form, a
+      mistyped one. A key of ``key_format`` there keeps its key_id, as above,
+      so the log still says which key to rotate.
 
     The record's arguments are rewritten one by one and keep their types, so
     formatters that read them (uvicorn's access formatter does) keep working.
@@ -69,8 +71,12 @@ class RedactKeys(logging.Filter):
                 f"query_param_names must be a collection of names, "
                 f"not the single string {query_param_names!r}"
             )
+        names = tuple(query_param_names)
+        for name in names:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"query_param_names: a name must be a non-empty string: {name!r}")
         self.key_format = key_format if key_format is not None else KeyFormat()
-        self.query_param_names = frozenset(name.lower() for name in query_param_names)
+        self.query_param_names = frozenset(name.lower() for name in names)
         self._token = self.key_format._pattern
         self._prefix = self.key_format.prefix + "_"
 
@@ -96,7 +102,9 @@ class RedactKeys(logging.Filter):
         name = match[2]
         if "%" in name or "+" in name:
             name = unquote_plus(name, encoding="latin-1")
-        if name.lower() not in self.query_param_names or not match[3]:
+        value = match[3]
+        # A value the token rule has redacted already keeps its key_id: the key to rotate.
+        if name.lower() not in self.query_param_names or not value or value.endswith(REDACTED):
             return match[0]
         return f"{match[1]}{match[2]}={REDACTED}"
 

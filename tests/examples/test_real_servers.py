@@ -136,7 +136,6 @@ def test_a_key_sent_in_the_url_is_not_in_the_access_log(
     database_url: str, make_key: MakeKey
 ) -> None:
     token = make_key("billing:read")
-    key_id = token.split("_")[2]
     port = _free_port()
     command = [*SERVERS["uvicorn"](port)[:-2], "--log-level", "info"]  # with the access log
     with _serving("uvicorn", command, port, database_url) as served:
@@ -146,5 +145,5 @@ def test_a_key_sent_in_the_url_is_not_in_the_access_log(
     lines = [line for line in served.output.splitlines() if "GET /invoices?" in line]
     assert len(lines) == 2, served.output
     assert token[-20:] not in served.output
-    assert all("=[redacted] HTTP/1.1" in line and "400" in line for line in lines), lines
-    assert key_id not in served.output  # a parameter's value goes whole, key_id too
+    kept = f"={token.rsplit('_', 1)[0]}_[redacted] HTTP/1.1"
+    assert all(kept in line and "400" in line for line in lines), lines  # the key_id stays
