@@ -61,7 +61,7 @@ def _serving(name: str, command: list[str], port: int, database_url: str) -> Ite
     process = subprocess.Popen(
         command,
         cwd=ROOT,
-        env={**os.environ, "KEYGUARD_DATABASE_URL": database_url},
+        env={**os.environ, "KEYGUARD_DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
