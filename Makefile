@@ -20,12 +20,10 @@ $(STAMP): pyproject.toml
 
 test: lint typecheck pytest pytest-compiled
 
-$(COMPILED)/.built: $(STAMP) $(SOURCES) README.md
-	@$(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and \
-	  "the compiled build is made on Python 3.11 only (mypyc/mypyc#1214, docs/performance.md)")'
+$(COMPILED)/.built: $(STAMP) $(SOURCES) README.md hatch_build.py
 	rm -rf build/compiled-src build/wheel $(COMPILED)
 	mkdir -p build/compiled-src
-	cp -r pyproject.toml README.md src build/compiled-src/
+	cp -r pyproject.toml hatch_build.py README.md src build/compiled-src/
 	cd build/compiled-src && HATCH_BUILD_HOOKS_ENABLE=1 ../../$(BIN)/python -m pip wheel \
 	  --quiet --no-deps --no-build-isolation --wheel-dir ../wheel .
 	$(BIN)/python -m zipfile -e build/wheel/keyguard-*.whl $(COMPILED)
@@ -44,8 +42,8 @@ dist: $(COMPILED)/.built
 	ls dist
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks typing_tests $(wildcard examples)
-	$(BIN)/ruff format --check src tests benchmarks typing_tests $(wildcard examples)
+	$(BIN)/ruff check src tests benchmarks typing_tests $(wildcard examples) hatch_build.py
+	$(BIN)/ruff format --check src tests benchmarks typing_tests $(wildcard examples) hatch_build.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

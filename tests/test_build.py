@@ -143,3 +143,30 @@ def test_a_bytecode_only_install_is_not_taken_for_the_compiled_build(tmp_path: A
         env={**os.environ, "PYTHONPATH": str(tmp_path)},
     ).stdout.split()
     assert found == [str(package / "__init__.pyc"), "False"]
+
+
+@pytest.mark.parametrize(
+    ("version", "refused"),
+    [((3, 11, 7), False), ((3, 12, 1), True), ((3, 13, 0), True)],
+)
+def test_the_compiled_build_is_made_on_python_3_11_only(
+    version: tuple[int, int, int], refused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hatch_build.py, which runs before the mypyc hook (docs/performance.md says why)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "hatch_build.py"
+    spec = importlib.util.spec_from_file_location("hatch_build", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    guard = object.__new__(module.CompiledBuildGuard)  # initialize() reads no settings
+    monkeypatch.setattr(sys, "version_info", version)
+    if refused:
+        with pytest.raises(RuntimeError, match=r"Python 3\.11 only, not 3\.1[23]"):
+            guard.initialize("standard", {})
+    else:
+        guard.initialize("standard", {})
