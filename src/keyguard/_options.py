@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_FAILURE_LIMIT",
     "DEFAULT_QUERY_PARAM_NAMES",
     "MiddlewareOptions",
+    "checked_param_names",
     "options_for",
 ]
 
@@ -28,6 +29,24 @@ _ROUTE_NAME_RE = re.compile(r"[^A-Za-z0-9_.:-]+")
 #: Failed authentications allowed per client address, before 429.
 DEFAULT_FAILURE_LIMIT = "30/minute"
 _REALM_RE = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,200}")
+
+
+def checked_param_names(names: Collection[str]) -> tuple[str, ...]:
+    """``query_param_names`` as a tuple, once checked (the options' and ``RedactKeys``').
+
+    Raises:
+        TypeError: ``names`` is a single string.
+        ValueError: A name is not a non-empty string.
+    """
+    if isinstance(names, str):
+        raise TypeError(
+            f"query_param_names must be a collection of names, not the single string {names!r}"
+        )
+    checked = tuple(names)
+    for name in checked:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"query_param_names: a name must be a non-empty string: {name!r}")
+    return checked
 
 
 def _policy(option: str, given: Policy | str | None, name: str) -> Policy | None:
@@ -164,15 +183,7 @@ class MiddlewareOptions:
                 raise ValueError(f"api_key_header must be an HTTP header name, got {header!r}")
             if header.lower() == "authorization":
                 raise ValueError("api_key_header must not be Authorization, which is always read")
-        if isinstance(self.query_param_names, str):
-            raise TypeError(
-                f"query_param_names must be a collection of names, "
-                f"not the single string {self.query_param_names!r}"
-            )
-        names = tuple(self.query_param_names)
-        for name in names:
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"query_param_names: a name must be a non-empty string: {name!r}")
+        names = checked_param_names(self.query_param_names)
         setattr_(self, "query_param_names", names)
         setattr_(self, "_param_names", frozenset(n.lower() for n in names))
         if (

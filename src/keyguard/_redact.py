@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Collection, Mapping
-from urllib.parse import unquote_plus
 
 from ._keys import KeyFormat
-from ._options import DEFAULT_QUERY_PARAM_NAMES
+from ._options import DEFAULT_QUERY_PARAM_NAMES, checked_param_names
+from ._request import param_name
 
 __all__ = ["REDACTED", "RedactKeys"]
 
@@ -66,15 +66,7 @@ class RedactKeys(logging.Filter):
         query_param_names: Collection[str] = DEFAULT_QUERY_PARAM_NAMES,
     ) -> None:
         super().__init__()
-        if isinstance(query_param_names, str):
-            raise TypeError(
-                f"query_param_names must be a collection of names, "
-                f"not the single string {query_param_names!r}"
-            )
-        names = tuple(query_param_names)
-        for name in names:
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"query_param_names: a name must be a non-empty string: {name!r}")
+        names = checked_param_names(query_param_names)
         self.key_format = key_format if key_format is not None else KeyFormat()
         self.query_param_names = frozenset(name.lower() for name in names)
         self._token = self.key_format._pattern
@@ -99,12 +91,13 @@ class RedactKeys(logging.Filter):
         return self._token.sub(rf"\1_\2_\3_{REDACTED}", text)
 
     def _redact_param(self, match: re.Match[str]) -> str:
-        name = match[2]
-        if "%" in name or "+" in name:
-            name = unquote_plus(name, encoding="latin-1")
         value = match[3]
         # A value the token rule has redacted already keeps its key_id: the key to rotate.
-        if name.lower() not in self.query_param_names or not value or value.endswith(REDACTED):
+        if (
+            param_name(match[2]) not in self.query_param_names
+            or not value
+            or value.endswith(REDACTED)
+        ):
             return match[0]
         return f"{match[1]}{match[2]}={REDACTED}"
 

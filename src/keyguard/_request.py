@@ -46,6 +46,7 @@ __all__ = [
     "Gate",
     "Outcome",
     "log_decision",
+    "param_name",
     "request_flow",
     "wire",
 ]
@@ -116,13 +117,18 @@ _NOT_HTTPS = (
 )
 
 
+def param_name(raw: str) -> str:
+    """A query or form parameter's name as ``query_param_names`` are compared: decoded,
+    lowercase."""
+    if "%" in raw or "+" in raw:
+        raw = unquote_plus(raw, encoding="latin-1")
+    return raw.lower()
+
+
 def _param_in(encoded: str, names: frozenset[str]) -> str | None:
     """The first parameter of ``a=1&b=2`` whose name is in ``names`` (lowercase), or None."""
     for part in encoded.split("&"):
-        name = part.partition("=")[0]
-        if "%" in name or "+" in name:
-            name = unquote_plus(name, encoding="latin-1")
-        name = name.lower()
+        name = param_name(part.partition("=")[0])
         if name in names:
             return name
     return None
