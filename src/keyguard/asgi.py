@@ -133,8 +133,7 @@ class KeyguardMiddleware:
         self._api_key_name = header.lower().encode("latin-1") if header else None
         #: The header names the request flow reads (api_key_name is never Authorization).
         self._wanted = frozenset(
-            {b"authorization", b"content-type"}
-            | (set() if self._api_key_name is None else {self._api_key_name})
+            name for name in (b"authorization", b"content-type", self._api_key_name) if name
         )
 
     def __repr__(self) -> str:
@@ -158,7 +157,7 @@ class KeyguardMiddleware:
             await self.app(scope, receive, send)
             return
         authorization = api_key = content_type = None
-        wanted = self._wanted
+        wanted, api_key_name = self._wanted, self._api_key_name
         # Each header is a (name, value) pair, a tuple or a list from every server: indexing
         # it costs the compiled build less than unpacking it as an iterable would. Most
         # headers are none of the wanted ones, and cost one set lookup.
@@ -168,7 +167,7 @@ class KeyguardMiddleware:
                 value = header[1]
                 if name == b"authorization":
                     authorization = value if authorization is None else authorization + b"," + value
-                elif name == self._api_key_name:
+                elif name == api_key_name:
                     api_key = value if api_key is None else api_key + b"," + value
                 else:
                     content_type = value

@@ -277,7 +277,7 @@ class RedisRateLimiter:
         check_request(key, policies, cost)
         if not policies:
             return RateLimitDecision(True, ())
-        params = [p._params for p in policies]
+        params = [gcra.params(p) for p in policies]
         for p in params:
             if cost * p.window_ms > p.capacity:
                 raise gcra.cost_error(cost, p)
