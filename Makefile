@@ -4,12 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-# The compiled build (mypyc, see docs/performance.md): the wheel built from a copy of
-# the tree (the build hook writes into the tree it builds), unpacked into build/compiled.
-COMPILED := build/compiled
-SOURCES := $(shell find src -name '*.py')
-
-.PHONY: test test-pythons lint typecheck pytest pytest-compiled compiled dist demo bench clean
+.PHONY: test test-pythons lint typecheck pytest dist demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,32 +13,19 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-test: lint typecheck pytest pytest-compiled
+test: lint typecheck pytest
 
-$(COMPILED)/.built: $(STAMP) $(SOURCES) README.md hatch_build.py
-	rm -rf build/compiled-src build/wheel $(COMPILED)
-	mkdir -p build/compiled-src
-	cp -r pyproject.toml hatch_build.py README.md src build/compiled-src/
-	cd build/compiled-src && HATCH_BUILD_HOOKS_ENABLE=1 ../../$(BIN)/python -m pip wheel \
-	  --quiet --no-deps --no-build-isolation --wheel-dir ../wheel .
-	$(BIN)/python -m zipfile -e build/wheel/keyguard-*.whl $(COMPILED)
-	@touch $@
-
-compiled: $(COMPILED)/.built
-
-# What a release uploads from this machine: the source distribution, the pure-Python wheel,
-# and the compiled wheel for this platform and Python (see docs/performance.md).
-dist: $(COMPILED)/.built
+# What a release uploads: the source distribution and the pure-Python wheel.
+dist: $(STAMP)
 	rm -rf dist
 	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist .
-	cp build/wheel/keyguard-*.whl dist/
 	$(BIN)/python -c "from hatchling.builders.sdist import SdistBuilder; \
 	  print(*SdistBuilder('.').build(directory='dist'))"
 	ls dist
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks typing_tests $(wildcard examples) hatch_build.py
-	$(BIN)/ruff format --check src tests benchmarks typing_tests $(wildcard examples) hatch_build.py
+	$(BIN)/ruff check src tests benchmarks typing_tests $(wildcard examples)
+	$(BIN)/ruff format --check src tests benchmarks typing_tests $(wildcard examples)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -51,7 +33,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# The suite (pure build) on the other Pythons: OTHER_PYTHONS, by default every CPython 3.12+
+# The suite on the other Pythons: OTHER_PYTHONS, by default every CPython 3.12+
 # that pyenv has. Each gets its own venv in .venvs/. CI runs it after `make test`, with
 # KEYGUARD_REQUIRE_PYTHONS=1: then finding none is a failure.
 OTHER_PYTHONS ?= $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.1[2-9]*/bin/python3)
@@ -66,15 +48,11 @@ test-pythons:
 	  $(MAKE) --no-print-directory pytest PYTHON=$$py VENV=.venvs/$$name || exit 1; \
 	done
 
-# The same suite against the compiled build (and the check that it is the one imported).
-pytest-compiled: $(COMPILED)/.built
-	KEYGUARD_EXPECT_COMPILED=1 PYTHONPATH=$(COMPILED) $(BIN)/pytest $(PYTEST_ARGS)
-
 demo: $(STAMP)
 	$(BIN)/keyguard demo $(DEMO_ARGS)
 
-bench: $(STAMP) $(COMPILED)/.built
-	KEYGUARD_COMPILED_PATH=$(COMPILED) $(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .venvs build .pytest_cache .mypy_cache .ruff_cache .hypothesis

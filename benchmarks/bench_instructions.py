@@ -9,8 +9,7 @@ instructions they run per cycle, and the targets are in microseconds.
 Each stack serves 100 and then 1,100 requests in a fresh interpreter under
 ``valgrind --tool=callgrind``; the difference, over 1,000, is the count per
 request. Opt in with ``KEYGUARD_BENCH_INSTRUCTIONS=1`` (about a minute per
-build); needs valgrind. With ``KEYGUARD_COMPILED_PATH`` (set by ``make bench``)
-the compiled build is counted too.
+); needs valgrind. It is the guard against regressions of the hot path.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ CASES = ("bare", "keyguard", "keyguard+limiter", "starlette", "starlette+slowapi
 _COLLECTED = re.compile(rb"Collected : (\d+)")
 
 
-def _count(case: str, requests: int, path: str | None) -> int:
+def _count(case: str, requests: int) -> int:
     result = subprocess.run(
         [
             "valgrind",
@@ -46,7 +45,7 @@ def _count(case: str, requests: int, path: str | None) -> int:
         ],
         capture_output=True,
         check=True,
-        env={**os.environ, "PYTHONHASHSEED": "0", **({"PYTHONPATH": path} if path else {})},
+        env={**os.environ, "PYTHONHASHSEED": "0"},
     )
     found = _COLLECTED.search(result.stderr)
     if found is None:
@@ -54,8 +53,8 @@ def _count(case: str, requests: int, path: str | None) -> int:
     return int(found.group(1))
 
 
-def _per_request(case: str, path: str | None) -> float:
-    return (_count(case, 1100, path) - _count(case, 100, path)) / 1000
+def _per_request(case: str) -> float:
+    return (_count(case, 1100) - _count(case, 100)) / 1000
 
 
 def rows() -> Iterator[Row]:
@@ -65,27 +64,20 @@ def rows() -> Iterator[Row]:
     if shutil.which("valgrind") is None:
         yield Row(GROUP, "skipped: valgrind is not installed", 0.0, "")
         return
-    builds: list[tuple[str, str | None]] = [(GROUP, None)]
-    compiled = os.environ.get("KEYGUARD_COMPILED_PATH")
-    if compiled:
-        builds.append((f"{GROUP[:-1]}, compiled)", compiled))
-    for group, path in builds:
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            counts = dict(
-                zip(CASES, pool.map(_per_request, CASES, [path] * len(CASES)), strict=True)
-            )
-        bare = counts["bare"]
-        unit = "instr"
-        yield Row(group, "bare Starlette app, one route", bare, unit)
-        for case in CASES[1:]:
-            yield Row(group, f"overhead: {case}", counts[case] - bare, unit)
-        full = counts["keyguard+limiter"] - bare
-        yield Row(
-            group,
-            "ratio: (Starlette auth + slowapi) / (keyguard auth + limiter)",
-            (counts["starlette+slowapi"] - bare) / full,
-            unit="x",
-        )
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counts = dict(zip(CASES, pool.map(_per_request, CASES), strict=True))
+    bare = counts["bare"]
+    unit = "instr"
+    yield Row(GROUP, "bare Starlette app, one route", bare, unit)
+    for case in CASES[1:]:
+        yield Row(GROUP, f"overhead: {case}", counts[case] - bare, unit)
+    full = counts["keyguard+limiter"] - bare
+    yield Row(
+        GROUP,
+        "ratio: (Starlette auth + slowapi) / (keyguard auth + limiter)",
+        (counts["starlette+slowapi"] - bare) / full,
+        unit="x",
+    )
 
 
 def _serve(case: str, requests: int) -> None:

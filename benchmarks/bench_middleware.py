@@ -13,23 +13,15 @@ own. The app is a bare Starlette app with one route; in front of it:
 The "overhead" rows subtract the bare app, measured in the same run. The
 policies are large enough that no request is refused while measured.
 
-Both builds of keyguard are measured: this process imports the one on the path
-(the source tree under ``make bench``: pure Python), and, when
-``KEYGUARD_COMPILED_PATH`` names an unpacked compiled wheel (``make bench``
-builds one), a second process runs every stack again against it. Each process
-interleaves all its stacks, so each ratio compares stacks timed side by side.
+All stacks are interleaved in one process, so each ratio compares stacks timed
+side by side.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import statistics
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from _harness import Row, median_difference, time_async_interleaved
@@ -185,28 +177,8 @@ def samples() -> dict[str, list[float]]:
     return asyncio.run(measure())
 
 
-def _compiled_samples(path: str) -> dict[str, list[float]]:
-    """:func:`samples` in a process that imports the compiled build at ``path``."""
-    result = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve())],
-        capture_output=True,
-        check=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": path},
-    )
-    measured: dict[str, list[float]] = json.loads(result.stdout)
-    return measured
-
-
 def rows() -> Iterator[Row]:
-    import keyguard
-
-    yield from _rows(
-        "middleware (ASGI)" if not keyguard.COMPILED else "middleware (compiled)", samples()
-    )
-    path = os.environ.get("KEYGUARD_COMPILED_PATH")
-    if path and not keyguard.COMPILED:
-        yield from _rows("middleware (compiled)", _compiled_samples(path))
+    yield from _rows("middleware (ASGI)", samples())
 
 
 def _rows(group: str, samples: dict[str, list[float]]) -> Iterator[Row]:
@@ -223,7 +195,7 @@ def _rows(group: str, samples: dict[str, list[float]]) -> Iterator[Row]:
         group,
         "overhead: keyguard auth + memory limiter",
         added["keyguard+limiter"],
-        note="target <= 5",
+        note="target <= 4",
     )
     yield Row(group, "overhead: Starlette auth (dict)", added["starlette"])
     yield Row(group, "overhead: Starlette auth (dict) + slowapi", added["starlette+slowapi"])
@@ -233,13 +205,5 @@ def _rows(group: str, samples: dict[str, list[float]]) -> Iterator[Row]:
         "ratio: (Starlette auth + slowapi) / (keyguard auth + limiter)",
         added["starlette+slowapi"] / full if full > 0 else float("inf"),
         unit="x",
-        note="target >= 7",
+        note="target >= 10",
     )
-
-
-if __name__ == "__main__":
-    import keyguard
-
-    if not keyguard.COMPILED:
-        raise SystemExit(f"expected the compiled build on PYTHONPATH, got {keyguard.__file__}")
-    print(json.dumps(samples()))

@@ -15,7 +15,7 @@ from ._errors import (
     SecretTooLongError,
     StorageError,
 )
-from ._flow import COMPILED, Denial, DenialReason
+from ._flow import Denial, DenialReason
 from ._hashing import HmacSecretHasher, PasslibHasher, SecretHasher, VerifiedSecretCache
 from ._keys import (
     DEFAULT_KEY_FORMAT,
@@ -47,7 +47,6 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "ANONYMOUS",
-    "COMPILED",
     "DEFAULT_KEY_FORMAT",
     "UNSET",
     "Anonymous",

@@ -18,12 +18,9 @@ import enum
 import logging
 from collections.abc import Callable, Collection, Generator, Mapping
 from contextlib import suppress
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from hashlib import blake2s
-from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Any, Final, TypeVar
-
-from mypy_extensions import mypyc_attr
 
 from ._errors import KeyguardError, MalformedKeyError, SecretTooLongError, StorageError
 from ._hashing import SecretHasher, VerifiedSecretCache
@@ -64,34 +61,13 @@ def _wrap(exc: Exception, call: Call) -> KeyguardError:
     return wrapped
 
 
-#: True when this module is compiled (the compiled build; see docs/performance.md): it
-#: was loaded from an extension module, not from source or bytecode.
-COMPILED: Final[bool] = __file__.endswith(tuple(EXTENSION_SUFFIXES))
-#: The target of the last call :func:`_finished` yields; no flow yields it.
-_DONE: Final = "(done)"
-
-
-def _finished(flow: Flow[T]) -> Generator[Call, Any, None]:
-    """``flow``, then one more call, ``(_DONE, "", (result,))``, that carries its result."""
-    result = yield from flow
-    yield (_DONE, "", (result,))
-
-
-def _runner(flow: Flow[T]) -> Generator[Call, Any, Any]:
-    """What a driver sends to: a finished flow ends in ``StopIteration`` or, compiled, in
-    the call :func:`_finished` adds. Compiled code builds a traceback for every exception
-    it catches, so there the extra generator is the cheaper end; interpreted, the
-    ``StopIteration`` is."""
-    return _finished(flow) if COMPILED else flow
-
-
 def drive_sync(flow: Flow[T], targets: Mapping[str, Any]) -> T:
     """Run ``flow`` to completion, performing each call synchronously."""
-    runner = _runner(flow)
+    runner = flow
     send = runner.send
     try:
         call = send(None)
-        while call[0] is not _DONE:
+        while True:
             try:
                 result = getattr(targets[call[0]], call[1])(*call[2])
             except Exception as exc:  # a backend failure is the flow's to judge
@@ -100,7 +76,6 @@ def drive_sync(flow: Flow[T], targets: Mapping[str, Any]) -> T:
                 call = send(result)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
-    return call[2][0]  # type: ignore[no-any-return]
 
 
 async def drive_async(flow: Flow[T], targets: Mapping[str, Any]) -> T:
@@ -109,11 +84,11 @@ async def drive_async(flow: Flow[T], targets: Mapping[str, Any]) -> T:
     A target whose ``nonblocking`` attribute is true (an in-memory backend,
     which never waits for I/O) has its sync method called instead.
     """
-    runner = _runner(flow)
+    runner = flow
     send = runner.send
     try:
         call = send(None)
-        while call[0] is not _DONE:
+        while True:
             try:
                 target = targets[call[0]]
                 if getattr(target, "nonblocking", False):
@@ -128,7 +103,6 @@ async def drive_async(flow: Flow[T], targets: Mapping[str, Any]) -> T:
                 call = send(result)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
-    return call[2][0]  # type: ignore[no-any-return]
 
 
 class DenialReason(enum.Enum):
@@ -166,15 +140,10 @@ class Denial:
     def __bool__(self) -> bool:
         return False
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Rebuilt from its fields: a frozen class compiled by mypyc cannot restore a state.
-        return (Denial, tuple(getattr(self, f.name) for f in fields(self)))
-
 
 _INVALID_KEY_DETAIL: Final = "the API key is not valid"
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # in the compiled build too
 class TokenMemo:
     """Remembers which token verified against which record, so a repeat costs no parse or hash.
 

@@ -8,8 +8,6 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Final
 
-from mypy_extensions import mypyc_attr
-
 __all__ = ["DEFAULT_LAST_USED_INTERVAL", "LastUsedRecorder"]
 
 #: Seconds between two batches of last-used writes.
@@ -18,7 +16,6 @@ DEFAULT_LAST_USED_INTERVAL = 60.0
 NOTE_RESOLUTION: Final = 1.0
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # in the compiled build too
 class LastUsedRecorder:
     """Collects successful uses in memory and hands them out as one batch per interval.
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, Final
 
-from mypy_extensions import mypyc_attr
-
 from ._flow import Denial, drive_async, drive_sync
 from ._manager import AsyncKeyManager
 from ._options import MiddlewareOptions
@@ -92,7 +90,6 @@ class _BodyReader:
         return await self._receive()
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # in the compiled build too
 class KeyguardMiddleware:
     """Authenticate every ``http`` and ``websocket`` request with an API key.
 

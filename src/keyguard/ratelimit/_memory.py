@@ -12,8 +12,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Final, cast
 
-from mypy_extensions import mypyc_attr
-
 from . import gcra
 from ._base import PolicyState, RateLimitDecision, check_request
 from ._policy import Policy
@@ -26,7 +24,6 @@ _new_decision: Final = tuple.__new__
 _new_state: Final = tuple.__new__
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)
 class MemoryLimiterBase:
     """GCRA state per key in this process's memory; see ``MemoryRateLimiter``.
 

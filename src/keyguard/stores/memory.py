@@ -7,15 +7,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from mypy_extensions import mypyc_attr
-
 from .._errors import DuplicateKeyError
 from .._records import KeyChanges, KeyRecord
 
 __all__ = ["MemoryKeyStore"]
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # in the compiled build too
 class MemoryKeyStore:
     """Keeps records in a dict, guarded by a lock. Implements ``KeyStore`` and ``AsyncKeyStore``.
 
