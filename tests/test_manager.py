@@ -526,7 +526,7 @@ def test_peppered_hash_upgrade_on_verify(make: Factory) -> None:
 def test_reprs_show_no_secrets() -> None:
     manager = KeyManager(MemoryKeyStore())
     issued = manager.create("acme")
-    assert manager._settings.dummy_hash not in repr(manager._settings)
+    assert manager.verifier.verifier._dummy_hash not in repr(manager.verifier)
     for obj in (manager, issued, issued.record, manager.store):
         assert issued.token not in repr(obj)
         assert issued.record.secret_hash not in repr(obj)

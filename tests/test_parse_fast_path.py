@@ -127,20 +127,3 @@ def test_hasher_split_memo_keeps_verification_exact() -> None:
         assert not hasher.verify("t" * 32, stored)
     assert not hasher.verify("s" * 32, "hmac-sha256$v2$" + stored.rsplit("$", 1)[1])
     assert not hasher.needs_rehash(stored)
-
-
-_AUTHORIZATION_VALUES = st.tuples(
-    st.sampled_from(["Bearer", "bearer", "", " Bearer", "Basic", "sk_k"]),
-    st.sampled_from([" ", "  ", "\t", ""]),
-    st.text(alphabet="k_, \t", max_size=8),
-).map("".join)
-
-
-@settings(max_examples=500)
-@given(_AUTHORIZATION_VALUES)
-def test_canonical_bearer_shortcut_agrees_with_the_full_parse(value: str) -> None:
-    from keyguard import MiddlewareOptions
-    from keyguard._request import _bearer, _credential
-
-    # The shortcut for "Bearer <key>" must decide exactly as the tolerant parser does.
-    assert _credential(MiddlewareOptions(), "sk", value, None) == _bearer(value, "sk")

@@ -7,8 +7,16 @@ from typing import Any
 
 import pytest
 
-from keyguard import Denial, DenialReason, HmacSecretHasher, KeyManager, Principal
-from keyguard._flow import TokenMemo, drive_async, token_digest
+from keyguard import (
+    AsyncKeyManager,
+    Denial,
+    DenialReason,
+    HmacSecretHasher,
+    KeyManager,
+    Principal,
+    TokenMemo,
+)
+from keyguard._verify import token_digest
 from keyguard.stores import MemoryKeyStore
 from keyguard.testing import FakeClock
 
@@ -41,7 +49,7 @@ def test_the_memo_holds_no_token_or_secret() -> None:
     manager, _, _ = _manager()
     issued = manager.create("acme")
     manager.authenticate(issued.token)
-    memo = manager._settings.token_memo
+    memo = manager.token_memo
     assert memo is not None
     assert len(memo) == 1
     ((digest, entry),) = memo._entries.items()
@@ -89,7 +97,7 @@ def test_a_wrong_secret_is_never_remembered() -> None:
         assert isinstance(denial, Denial)
         assert denial.reason is DenialReason.WRONG_SECRET
     assert hasher.verifies == 3
-    assert len(manager._settings.token_memo or ()) == 0
+    assert len(manager.token_memo or ()) == 0
 
 
 def test_a_deleted_key_is_unknown_even_when_remembered() -> None:
@@ -130,31 +138,25 @@ def test_memo_can_be_turned_off_and_is_bounded() -> None:
     assert len(memo) == 2
     assert memo.get(token_digest(tokens[0])) is None
     for bad in (0, -1, 2.5, "10", True, None):
-        # ValueError in both builds: the compiled one would take True for 1 by an int.
         with pytest.raises(ValueError, match="max_size must be a whole number"):
             TokenMemo(max_size=bad)
 
 
-class NonblockingTarget:
-    nonblocking = True
+class NonBlockingStore(MemoryKeyStore):
+    """A memory store whose async methods must never be awaited."""
 
-    def __init__(self) -> None:
-        self.sync_calls = 0
+    async def aget(self, key_id: str) -> Any:
+        raise AssertionError("a NonBlocking store's sync method is called directly")
 
-    def get(self, key_id: str) -> str:
-        self.sync_calls += 1
-        return key_id
-
-    async def aget(self, key_id: str) -> str:
-        raise AssertionError("a nonblocking target's sync method is called directly")
+    async def aadd(self, record: Any) -> None:
+        raise AssertionError("a NonBlocking store's sync method is called directly")
 
 
-def test_drive_async_calls_nonblocking_targets_directly() -> None:
+def test_an_async_manager_calls_a_nonblocking_store_directly() -> None:
+    manager = AsyncKeyManager(NonBlockingStore(), last_used=None)
 
-    def flow() -> Any:
-        value = yield ("store", "get", ("x",))
-        return value
+    async def use() -> Any:
+        issued = await manager.create("acme")
+        return await manager.authenticate(issued.token)
 
-    target = NonblockingTarget()
-    assert asyncio.run(drive_async(flow(), {"store": target})) == "x"
-    assert target.sync_calls == 1
+    assert isinstance(asyncio.run(use()), Principal)

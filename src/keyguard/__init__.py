@@ -6,6 +6,8 @@ and ASGI and WSGI middleware. Start with :class:`KeyManager` (or
 """
 
 from ._clock import Clock, SystemClock
+from ._denials import Denial, DenialReason
+from ._drive import NonBlocking
 from ._errors import (
     DuplicateKeyError,
     KeyguardError,
@@ -15,7 +17,6 @@ from ._errors import (
     SecretTooLongError,
     StorageError,
 )
-from ._flow import Denial, DenialReason
 from ._hashing import HmacSecretHasher, PasslibHasher, SecretHasher, VerifiedSecretCache
 from ._keys import (
     DEFAULT_KEY_FORMAT,
@@ -29,9 +30,10 @@ from ._keys import (
 from ._last_used import LastUsedRecorder
 from ._manager import AsyncKeyManager, KeyManager
 from ._options import MiddlewareOptions
+from ._pipeline import ANONYMOUS, Anonymous
 from ._records import UNSET, IssuedKey, KeyChanges, KeyRecord, KeyStatus, Principal
 from ._redact import RedactKeys
-from ._request import ANONYMOUS, Anonymous
+from ._verify import SlowHashWorkers, TokenMemo
 from .asgi import KeyguardMiddleware
 from .ratelimit import (
     AsyncRateLimiter,
@@ -72,6 +74,7 @@ __all__ = [
     "MalformedKeyError",
     "MemoryRateLimiter",
     "MiddlewareOptions",
+    "NonBlocking",
     "ParsedKey",
     "PasslibHasher",
     "Policy",
@@ -83,8 +86,10 @@ __all__ = [
     "RedactKeys",
     "SecretHasher",
     "SecretTooLongError",
+    "SlowHashWorkers",
     "StorageError",
     "SystemClock",
+    "TokenMemo",
     "VerifiedSecretCache",
     "__version__",
     "checksum",

@@ -231,16 +231,20 @@ class PasslibHasher:
 
 
 class VerifiedSecretCache:
-    """Remembers successful slow-hash verifications, so bcrypt runs once per key and process.
+    """Remembers recent slow-hash outcomes, so bcrypt runs once per key and process.
 
-    An entry holds the key_id, the stored hash it was verified against, and the
-    SHA-256 of the secret (never the secret). A later request for the same key
-    and the same stored hash is checked against that digest in constant time.
-    A changed stored hash, an expired entry or :meth:`discard` (called on
-    revoke, rotate and update) forces the slow hash again.
+    A success is kept per key: the key_id, the stored hash it was verified
+    against, and the SHA-256 of the secret (never the secret). A later request
+    for the same key and stored hash is checked against that digest in
+    constant time. A failure is kept per (key_id, stored hash, secret digest),
+    so a wrong secret sent again for a key with a slow hash costs no slow hash
+    either: the brute-force budget still counts each attempt, but an attacker
+    cannot burn a worker's CPU by repeating one. A changed stored hash, an
+    expired entry or :meth:`discard` (called on revoke, rotate and update)
+    forces the slow hash again. Both halves are bounded and evict in O(1).
 
     Args:
-        max_size: Most entries kept; the least recently used go first.
+        max_size: Most entries kept in each half; the least recently used go first.
         ttl: Seconds an entry stays valid.
         clock: Monotonic seconds; injectable for tests.
 
@@ -263,6 +267,7 @@ class VerifiedSecretCache:
         self._ttl = ttl
         self._clock = clock
         self._entries: OrderedDict[str, tuple[str, bytes, float]] = OrderedDict()
+        self._failures: OrderedDict[tuple[str, str, bytes], float] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -273,29 +278,51 @@ class VerifiedSecretCache:
 
     def check(self, key_id: str, stored: str, secret: str) -> bool:
         """Return True when this secret was verified against this stored hash recently."""
-        digest = hashlib.sha256(secret.encode("utf-8")).digest()
+        return self.outcome(key_id, stored, secret) is True
+
+    def outcome(self, key_id: str, stored: str, secret: str) -> bool | None:
+        """True (verified recently), False (failed recently) or None (not known)."""
+        digest = hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+        now = self._clock()
         with self._lock:
             entry = self._entries.get(key_id)
-            if entry is None:
-                return False
-            cached_stored, cached_digest, expires = entry
-            if expires <= self._clock() or cached_stored != stored:
-                del self._entries[key_id]
-                return False
-            self._entries.move_to_end(key_id)
-        return hmac.compare_digest(digest, cached_digest)
+            if entry is not None:
+                cached_stored, cached_digest, expires = entry
+                if expires <= now or cached_stored != stored:
+                    del self._entries[key_id]
+                else:
+                    self._entries.move_to_end(key_id)
+                    if hmac.compare_digest(digest, cached_digest):
+                        return True
+            failed = (key_id, stored, digest)
+            expires_at = self._failures.get(failed)
+            if expires_at is None:
+                return None
+            if expires_at <= now:
+                del self._failures[failed]
+                return None
+            self._failures.move_to_end(failed)
+        return False
 
-    def remember(self, key_id: str, stored: str, secret: str) -> None:
-        """Record a successful verification."""
-        digest = hashlib.sha256(secret.encode("utf-8")).digest()
+    def remember(self, key_id: str, stored: str, secret: str, *, ok: bool = True) -> None:
+        """Record the outcome of a slow verification (a success unless ``ok`` is False)."""
+        digest = hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+        expires = self._clock() + self._ttl
         with self._lock:
-            self._entries[key_id] = (stored, digest, self._clock() + self._ttl)
-            self._entries.move_to_end(key_id)
-            while len(self._entries) > self._max_size:
-                self._entries.popitem(last=False)
+            if ok:
+                self._entries[key_id] = (stored, digest, expires)
+                self._entries.move_to_end(key_id)
+                if len(self._entries) > self._max_size:
+                    self._entries.popitem(last=False)
+            else:
+                failed = (key_id, stored, digest)
+                self._failures[failed] = expires
+                self._failures.move_to_end(failed)
+                if len(self._failures) > self._max_size:
+                    self._failures.popitem(last=False)
 
     def discard(self, key_id: str) -> None:
-        """Forget ``key_id`` (on revoke, rotate or update)."""
+        """Forget the success of ``key_id`` (on revoke, rotate or update)."""
         with self._lock:
             self._entries.pop(key_id, None)
 
@@ -303,3 +330,4 @@ class VerifiedSecretCache:
         """Forget everything."""
         with self._lock:
             self._entries.clear()
+            self._failures.clear()

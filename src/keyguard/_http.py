@@ -2,58 +2,26 @@
 
 The ASGI and WSGI middlewares and the framework integrations all answer
 through :class:`Responder`, so a refusal looks the same whichever way an app
-is built:
+is built. What each reason means (status, ``error`` code, challenge) is the
+table ``RULES`` in ``_denials.py``; this module only writes it out:
 
-=====================  ======  ==========================================
-reason                 status  ``WWW-Authenticate`` / extra headers
-=====================  ======  ==========================================
-missing_credentials    401     ``Bearer realm="..."`` (no error code)
-invalid_request        400     ``Bearer realm="...", error="invalid_request"``
-malformed_key,         401     ``Bearer realm="...", error="invalid_token"``
-unknown_key, ...
-insufficient_scope     403     ``... error="insufficient_scope", scope="..."``
-rate_limited           429     ``Retry-After``, ``RateLimit-Policy``, ``RateLimit``
-store_unavailable      503     ``Retry-After``
-=====================  ======  ==========================================
-
-Every refusal carries ``Cache-Control: no-store`` and a body of type
-``application/problem+json``. The body holds the denial's ``detail`` and an
-``error`` code, never the reason (``unknown_key`` and ``wrong_secret`` give
-byte-identical responses), the key_id or anything the client sent.
+- 401, 400 and 403 carry ``WWW-Authenticate: Bearer realm="..."``, with
+  ``error="..."`` when a credential was sent and ``scope="..."`` for 403;
+- 429 and 503 carry ``Retry-After``, and 429 the ``RateLimit`` headers;
+- every refusal carries ``Cache-Control: no-store`` and a body of type
+  ``application/problem+json``. The body holds the denial's ``detail`` and its
+  ``error`` code, never the reason (``unknown_key`` and ``wrong_secret`` give
+  byte-identical responses), the key_id or anything the client sent.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from http import HTTPStatus
 
-from ._flow import Denial, DenialReason
+from ._denials import RULES, Denial, retry_after_seconds
 
-__all__ = ["STATUS_BY_REASON", "Responder", "Response"]
-
-STATUS_BY_REASON: dict[DenialReason, int] = {
-    DenialReason.MISSING_CREDENTIALS: 401,
-    DenialReason.INVALID_REQUEST: 400,
-    DenialReason.MALFORMED_KEY: 401,
-    DenialReason.UNKNOWN_KEY: 401,
-    DenialReason.WRONG_SECRET: 401,
-    DenialReason.WRONG_ENVIRONMENT: 401,
-    DenialReason.REVOKED: 401,
-    DenialReason.EXPIRED: 401,
-    DenialReason.INSUFFICIENT_SCOPE: 403,
-    DenialReason.RATE_LIMITED: 429,
-    DenialReason.STORE_UNAVAILABLE: 503,
-}
-
-#: The RFC 6750 error code (or keyguard's own, for 429 and 503) in the body.
-_ERROR_CODE = {
-    400: "invalid_request",
-    401: "invalid_token",
-    403: "insufficient_scope",
-    429: "rate_limited",
-    503: "temporarily_unavailable",
-}
+__all__ = ["Responder", "Response"]
 
 
 def _quoted(text: str) -> str:
@@ -98,39 +66,38 @@ class Responder:
     @staticmethod
     def status(denial: Denial) -> int:
         """The HTTP status of ``denial``."""
-        return STATUS_BY_REASON[denial.reason]
+        return RULES[denial.reason].status
 
     def challenge(self, denial: Denial) -> str | None:
-        """The ``WWW-Authenticate`` value for ``denial``, or ``None`` for 429 and 503."""
-        status = STATUS_BY_REASON[denial.reason]
-        if status == 401 and denial.reason is DenialReason.MISSING_CREDENTIALS:
+        """The ``WWW-Authenticate`` value for ``denial``, or ``None`` (429, 503)."""
+        rule = RULES[denial.reason]
+        if not rule.challenge:
+            return None
+        if rule.error is None:
             return self._challenge
-        if status in (400, 401):
-            return f"{self._challenge}, error={_quoted(_ERROR_CODE[status])}"
-        if status == 403:
-            scope = " ".join(sorted(denial.missing_scopes))
-            return f'{self._challenge}, error="insufficient_scope", scope={_quoted(scope)}'
-        return None
+        challenge = f"{self._challenge}, error={_quoted(rule.error)}"
+        if rule.status == 403:
+            challenge += f", scope={_quoted(' '.join(sorted(denial.missing_scopes)))}"
+        return challenge
 
     @staticmethod
     def close_reason(denial: Denial) -> str:
         """A WebSocket close reason for ``denial``: status and error code, nothing more."""
-        status = STATUS_BY_REASON[denial.reason]
-        if denial.reason is DenialReason.MISSING_CREDENTIALS:
-            return "401 missing credentials"
-        return f"{status} {_ERROR_CODE[status]}"
+        rule = RULES[denial.reason]
+        return f"{rule.status} {rule.error or 'missing credentials'}"
 
     def render(self, denial: Denial) -> Response:
         """Status, headers and problem+json body for ``denial``."""
-        status = STATUS_BY_REASON[denial.reason]
+        rule = RULES[denial.reason]
+        status = rule.status
         problem: dict[str, object] = {
             "type": "about:blank",
             "title": HTTPStatus(status).phrase,
             "status": status,
             "detail": denial.detail,
         }
-        if denial.reason is not DenialReason.MISSING_CREDENTIALS:
-            problem["error"] = _ERROR_CODE[status]
+        if rule.error is not None:
+            problem["error"] = rule.error
         if denial.missing_scopes:
             problem["scope"] = " ".join(sorted(denial.missing_scopes))
         body = json.dumps(problem, separators=(",", ":")).encode("ascii")
@@ -144,6 +111,6 @@ class Responder:
             headers.append(("www-authenticate", challenge))
         extra = [(name.lower(), value) for name, value in denial.headers]
         if denial.retry_after is not None and not any(n == "retry-after" for n, _ in extra):
-            headers.append(("retry-after", str(max(1, math.ceil(denial.retry_after)))))
+            headers.append(("retry-after", str(retry_after_seconds(denial.retry_after))))
         headers.extend(extra)
         return Response(status, headers, body)

@@ -12,23 +12,20 @@ format live in :mod:`keyguard.ratelimit`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import suppress
 
+from ._denials import RULES, Denial, DenialReason, retry_after_seconds
+from ._drive import Flow
 from ._errors import StorageError
-from ._flow import Denial, DenialReason, Flow
 from ._options import MiddlewareOptions
-from .ratelimit import (
-    Policy,
-    PolicyState,
-    RateLimitDecision,
-    applicable_policies,
-    rate_limit_headers,
-)
+from ._steps import HitLimit
+from .ratelimit import Policy, RateLimitDecision, applicable_policies, rate_limit_headers
 
 __all__ = [
-    "FAILURE_REASONS",
-    "HeaderRenderer",
     "RateLimits",
+    "admitted_headers",
     "blocked_denial",
     "failure_flow",
     "headers_of",
@@ -36,21 +33,7 @@ __all__ = [
     "limiter_unavailable",
 ]
 
-Headers = Sequence[tuple[str, str]]
-
-#: Refusals that count against the failure budget of the client's address.
-FAILURE_REASONS = frozenset(
-    {
-        DenialReason.MALFORMED_KEY,
-        DenialReason.UNKNOWN_KEY,
-        DenialReason.WRONG_SECRET,
-        DenialReason.WRONG_ENVIRONMENT,
-        DenialReason.REVOKED,
-        DenialReason.EXPIRED,
-    }
-)
 _MAX_BLOCKED = 10_000
-_MAX_POLICIES = 4096
 
 
 class RateLimits:
@@ -78,7 +61,7 @@ class RateLimits:
         self.failure = options._failure_policy
         self.legacy = options.legacy_rate_limit_headers
         self._monotonic = monotonic
-        self._blocked: dict[str, float] = {}
+        self._blocked: OrderedDict[str, float] = OrderedDict()
         #: The policies of a request with neither a key policy nor route policies.
         self._default_only: tuple[Policy, ...] = () if self.default is None else (self.default,)
         self._has_routes = bool(options._routes)
@@ -113,14 +96,13 @@ class RateLimits:
         return left
 
     def block(self, address: str, seconds: float) -> None:
-        now = self._monotonic()
+        """Block ``address`` for ``seconds``; past the bound, the oldest block goes, in O(1)."""
         blocked = self._blocked
-        if len(blocked) >= _MAX_BLOCKED:
-            for stale in [a for a, until in blocked.items() if until <= now]:
-                blocked.pop(stale, None)
-            while len(blocked) >= _MAX_BLOCKED:
-                blocked.pop(next(iter(blocked)), None)
-        blocked[address] = now + seconds
+        blocked[address] = self._monotonic() + seconds
+        blocked.move_to_end(address)
+        if len(blocked) > _MAX_BLOCKED:
+            with suppress(KeyError):  # emptied by another thread meanwhile
+                blocked.popitem(last=False)
 
 
 def headers_of(decision: RateLimitDecision, legacy: bool) -> list[tuple[str, str]]:
@@ -128,73 +110,17 @@ def headers_of(decision: RateLimitDecision, legacy: bool) -> list[tuple[str, str
     return [(name.lower(), value) for name, value in rate_limit_headers(decision, legacy=legacy)]
 
 
-#: A policy's constant header parts: the policy, its RateLimit-Policy value, the RateLimit
-#: value up to ``r=`` (text and bytes), and the RateLimit-Policy header as ASGI bytes.
-_Parts = tuple[Policy | None, str, str, bytes, tuple[bytes, bytes]]
-
-
-class HeaderRenderer:
-    """The rate-limit headers of an admitted request, as :func:`headers_of` makes them,
-    with each policy's constant parts made once: this runs on every limited response.
-
-    Args:
-        legacy: Also the ``X-RateLimit-*`` headers (then every decision takes
-            the general path).
-    """
-
-    __slots__ = ("_last", "_legacy", "_policies")
-
-    def __init__(self, legacy: bool) -> None:
-        self._legacy = legacy
-        # The parts of the last policy looked up (one tuple, so threads never mix two):
-        # text() and raw() check it before _parts().
-        self._last: _Parts = (None, "", "", b"", (b"", b""))
-        self._policies: dict[int, _Parts] = {}
-
-    def __repr__(self) -> str:
-        return f"HeaderRenderer(legacy={self._legacy})"
-
-    def _parts(self, policy: Policy) -> _Parts:
-        cached = self._policies.get(id(policy))
-        if cached is not None and cached[0] is policy:
-            self._last = cached
-            return cached
-        if len(self._policies) >= _MAX_POLICIES:
-            self._policies.clear()
-        [(_, policy_field), (_, limit_field)] = rate_limit_headers(
-            RateLimitDecision(True, (PolicyState(policy, 0, 0.0),))
-        )
-        prefix = limit_field[: limit_field.rindex(";r=")]
-        parts = (
-            policy,
-            policy_field,
-            prefix + ";r=",
-            (prefix + ";r=").encode("latin-1"),
-            (b"ratelimit-policy", policy_field.encode("latin-1")),
-        )
-        self._policies[id(policy)] = self._last = parts
-        return parts
-
-    def text(self, decision: RateLimitDecision) -> list[tuple[str, str]]:
-        """Lowercase ``(name, value)`` string pairs (WSGI)."""
-        states = decision.states
-        if len(states) != 1 or self._legacy:
-            return headers_of(decision, self._legacy)
-        policy, remaining, reset = states[0]
-        last = self._last
-        parts = last if last[0] is policy else self._parts(policy)
-        limit = f"{parts[2]}{remaining};t={math.ceil(reset)}"
-        return [("ratelimit-policy", parts[1]), ("ratelimit", limit)]
-
-    def raw(self, decision: RateLimitDecision) -> list[tuple[bytes, bytes]]:
-        """Lowercase ``(name, value)`` byte pairs (ASGI)."""
-        states = decision.states
-        if len(states) != 1 or self._legacy:
-            return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.text(decision)]
-        policy, remaining, reset = states[0]
-        last = self._last
-        parts = last if last[0] is policy else self._parts(policy)
-        return [parts[4], (b"ratelimit", b"%b%d;t=%d" % (parts[3], remaining, math.ceil(reset)))]
+def admitted_headers(decision: RateLimitDecision, legacy: bool) -> list[tuple[str, str]]:
+    """The rate-limit headers of an admitted request, names in lowercase: this runs on
+    every limited response, so each policy's constant text was made with the policy."""
+    states = decision.states
+    if legacy or len(states) != 1:
+        return headers_of(decision, legacy)
+    policy, remaining, reset = states[0]
+    return [
+        ("ratelimit-policy", policy._header_item),
+        ("ratelimit", f"{policy._state_prefix}{remaining};t={math.ceil(reset)}"),
+    ]
 
 
 def limited_denial(decision: RateLimitDecision, legacy: bool, key_id: str | None) -> Denial:
@@ -211,7 +137,7 @@ def limited_denial(decision: RateLimitDecision, legacy: bool, key_id: str | None
         )
     return Denial(
         DenialReason.RATE_LIMITED,
-        f"rate limit exceeded; retry after {max(1, math.ceil(decision.retry_after))} s",
+        f"rate limit exceeded; retry after {retry_after_seconds(decision.retry_after)} s",
         key_id=key_id,
         retry_after=decision.retry_after,
         headers=headers,
@@ -230,7 +156,7 @@ def limiter_unavailable(key_id: str | None) -> Denial:
 
 def blocked_denial(seconds: float) -> Denial:
     """The 429 for an address that is still blocked after too many failures."""
-    wait = max(1, math.ceil(seconds))
+    wait = retry_after_seconds(seconds)
     return Denial(
         DenialReason.RATE_LIMITED,
         f"too many failed authentications from this address; retry after {wait} s",
@@ -239,15 +165,12 @@ def blocked_denial(seconds: float) -> Denial:
 
 
 def failure_flow(limits: RateLimits, address: str, denial: Denial) -> Flow[Denial]:
-    """Count a refused key against its address's failure budget; 429 once it is used up."""
-    if limits.failure is None or denial.reason not in FAILURE_REASONS:
+    """Count a refused credential against its address's failure budget, when its reason
+    spends it (see ``_denials.RULES``); 429 once the budget is used up."""
+    if limits.failure is None or not RULES[denial.reason].spends_budget:
         return denial
     try:
-        decision: RateLimitDecision = yield (
-            "limiter",
-            "hit",
-            ("auth-failures:" + address, (limits.failure,)),
-        )
+        decision = yield from HitLimit("auth-failures:" + address, (limits.failure,))
     except StorageError:
         return denial
     if decision.allowed or decision.degraded is not None:

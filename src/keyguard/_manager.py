@@ -11,28 +11,31 @@ import json
 import secrets
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from ._clock import SYSTEM_CLOCK, Clock
+from ._denials import Denial
+from ._drive import Flow, drive_async, drive_sync, never_blocks
 from ._errors import DuplicateKeyError, KeyNotFoundError
-from ._flow import (
-    Denial,
-    Flow,
-    TokenMemo,
-    VerifySettings,
-    authenticate_flow,
-    drive_async,
-    drive_sync,
-    touch_flow,
-)
 from ._hashing import HmacSecretHasher, SecretHasher, VerifiedSecretCache
 from ._keys import DEFAULT_KEY_FORMAT, KeyFormat, generate_key, is_valid_key_id
 from ._last_used import DEFAULT_LAST_USED_INTERVAL, LastUsedRecorder
 from ._records import UNSET, IssuedKey, KeyChanges, KeyRecord, Principal, _Unset
+from ._steps import AddKey, Backends, GetKey, ListKeys, RevokeKey, UpdateKey
+from ._verify import (
+    KeyVerifier,
+    MemoizedKeyVerifier,
+    SlowHashWorkers,
+    TokenMemo,
+    admit_flow,
+    touch_flow,
+)
 from .ratelimit._policy import Policy
 from .stores._base import AsyncKeyStore, KeyStore
 
 __all__ = ["AsyncKeyManager", "KeyManager"]
+
+T = TypeVar("T")
 
 #: How long a rotated key keeps working unless told otherwise.
 DEFAULT_ROTATION_GRACE = timedelta(hours=24)
@@ -79,15 +82,16 @@ class _KeyOperations:
     def __init__(
         self,
         *,
-        key_format: KeyFormat = DEFAULT_KEY_FORMAT,
-        hasher: SecretHasher | None = None,
-        legacy_hashers: Sequence[SecretHasher] = (),
-        verified_cache: VerifiedSecretCache | bool = True,
-        upgrade_hashes: bool = True,
-        environment: str | None = None,
-        clock: Clock = SYSTEM_CLOCK,
-        last_used: float | LastUsedRecorder | None = DEFAULT_LAST_USED_INTERVAL,
-        token_memo: TokenMemo | bool = True,
+        key_format: KeyFormat,
+        hasher: SecretHasher | None,
+        legacy_hashers: Sequence[SecretHasher],
+        verified_cache: VerifiedSecretCache | bool,
+        upgrade_hashes: bool,
+        environment: str | None,
+        clock: Clock,
+        last_used: float | LastUsedRecorder | None,
+        token_memo: TokenMemo | bool,
+        slow_hashes: SlowHashWorkers | None,
     ) -> None:
         self.key_format = key_format
         self.hasher = hasher if hasher is not None else HmacSecretHasher()
@@ -109,23 +113,30 @@ class _KeyOperations:
         if last_used is not None and not isinstance(last_used, LastUsedRecorder):
             raise TypeError("last_used must be seconds, a LastUsedRecorder, or None (off)")
         self.last_used = last_used
-        self._settings = VerifySettings(
+        self.slow_hashes = SlowHashWorkers() if slow_hashes is None else slow_hashes
+        verifier = KeyVerifier(
             key_format=key_format,
             hasher=self.hasher,
             legacy_hashers=self.legacy_hashers,
             verified_cache=self.verified_cache,
             upgrade_hashes=upgrade_hashes,
+            environment=environment,
+            slow_hashes=self.slow_hashes,
             dummy_hash=self.hasher.hash(secrets.token_urlsafe(24)),
-            now=clock.now,
-            last_used=last_used,
-            token_memo=(
-                token_memo
-                if isinstance(token_memo, TokenMemo)
-                else TokenMemo()
-                if token_memo
-                else None
-            ),
         )
+        memo = (
+            token_memo if isinstance(token_memo, TokenMemo) else TokenMemo() if token_memo else None
+        )
+        #: Verifies API keys for :meth:`authenticate` and the middlewares.
+        self.verifier: KeyVerifier | MemoizedKeyVerifier = (
+            verifier if memo is None else MemoizedKeyVerifier(verifier, memo)
+        )
+
+    @property
+    def token_memo(self) -> TokenMemo | None:
+        """The memo of verified tokens, or None when it is off."""
+        verifier = self.verifier
+        return verifier.memo if isinstance(verifier, MemoizedKeyVerifier) else None
 
     def _forget(self, key_id: str) -> None:
         if self.verified_cache is not None:
@@ -136,9 +147,15 @@ class _KeyOperations:
     ) -> Flow[Principal | Denial]:
         if not isinstance(token, str):  # a caller's mistake, not a client's: say so
             raise TypeError(f"the token must be a str, got {type(token).__name__}")
-        return authenticate_flow(
-            self._settings, token, required_scopes=required_scopes, environment=self.environment
-        )
+        return self._authenticate_flow(token, required_scopes)
+
+    def _authenticate_flow(
+        self, token: str, required_scopes: Collection[str]
+    ) -> Flow[Principal | Denial]:
+        verified = yield from self.verifier.verify(token)
+        if isinstance(verified, Denial):
+            return verified
+        return (yield from admit_flow(verified, required_scopes, self.clock.now, self.last_used))
 
     def _create(
         self,
@@ -180,7 +197,7 @@ class _KeyOperations:
                 rate_limit=rate_limit,
             )
             try:
-                yield ("store", "add", (record,))
+                yield from AddKey(record)
             except DuplicateKeyError:
                 # 62**12 ids make this practically impossible; retrying keeps it harmless.
                 if attempt == _CREATE_ATTEMPTS - 1:
@@ -196,24 +213,23 @@ class _KeyOperations:
                 yield from touch_flow(self.last_used, batch)
 
     def _get(self, key_id: str) -> Flow[KeyRecord]:
-        record: KeyRecord | None = yield ("store", "get", (key_id,))
+        record = yield from GetKey(key_id)
         if record is None:
             raise KeyNotFoundError(f"no key with key_id {key_id!r}")
         return record
 
     def _list(self, owner: str | None) -> Flow[Sequence[KeyRecord]]:
-        records: Sequence[KeyRecord] = yield ("store", "list_keys", (owner,))
-        return records
+        return (yield from ListKeys(owner))
 
     def _revoke(self, key_id: str) -> Flow[KeyRecord]:
-        record: KeyRecord | None = yield ("store", "revoke", (key_id, self.clock.now()))
+        record = yield from RevokeKey(key_id, self.clock.now())
         self._forget(key_id)
         if record is None:
             raise KeyNotFoundError(f"no key with key_id {key_id!r}")
         return record
 
     def _update(self, key_id: str, changes: KeyChanges) -> Flow[KeyRecord]:
-        record: KeyRecord | None = yield ("store", "update", (key_id, changes))
+        record = yield from UpdateKey(key_id, changes)
         self._forget(key_id)
         if record is None:
             raise KeyNotFoundError(f"no key with key_id {key_id!r}")
@@ -309,7 +325,7 @@ class _KeyOperations:
             metadata=_metadata(metadata),
             rate_limit=rate_limit,
         )
-        yield ("store", "add", (record,))
+        yield from AddKey(record)
         return record
 
 
@@ -342,12 +358,41 @@ class KeyManager(_KeyOperations):
             record (the memory store, or a :class:`CachedKeyStore`). Any change
             to the key gives a new record and so a full check. ``False`` turns
             it off.
+        slow_hashes: Where slow hashes (the bcrypt or argon2 hashes of
+            imported keys) are verified: at most two at once by default, and
+            under :class:`AsyncKeyManager` in worker threads, so the event
+            loop never waits for one (see :class:`SlowHashWorkers`).
     """
 
-    def __init__(self, store: KeyStore, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        key_format: KeyFormat = DEFAULT_KEY_FORMAT,
+        hasher: SecretHasher | None = None,
+        legacy_hashers: Sequence[SecretHasher] = (),
+        verified_cache: VerifiedSecretCache | bool = True,
+        upgrade_hashes: bool = True,
+        environment: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        last_used: float | LastUsedRecorder | None = DEFAULT_LAST_USED_INTERVAL,
+        token_memo: TokenMemo | bool = True,
+        slow_hashes: SlowHashWorkers | None = None,
+    ) -> None:
+        super().__init__(
+            key_format=key_format,
+            hasher=hasher,
+            legacy_hashers=legacy_hashers,
+            verified_cache=verified_cache,
+            upgrade_hashes=upgrade_hashes,
+            environment=environment,
+            clock=clock,
+            last_used=last_used,
+            token_memo=token_memo,
+            slow_hashes=slow_hashes,
+        )
         self.store = store
-        self._targets = {"store": store}
+        self._io = Backends(store)
 
     def __repr__(self) -> str:
         return f"KeyManager(store={self.store!r}, key_format={self.key_format!r})"
@@ -360,7 +405,7 @@ class KeyManager(_KeyOperations):
         Never raises for a bad token or a failing store: those are denials. A
         token that is not a ``str`` at all is a caller's mistake: ``TypeError``.
         """
-        return drive_sync(self._authenticate(token, required_scopes), self._targets)
+        return drive_sync(self._authenticate(token, required_scopes), self._io)
 
     def create(
         self,
@@ -388,24 +433,24 @@ class KeyManager(_KeyOperations):
             self._create(
                 owner, name, environment, scopes, expires_at, expires_in, metadata, rate_limit
             ),
-            self._targets,
+            self._io,
         )
 
     def get(self, key_id: str) -> KeyRecord:
         """Return the record. Raises :class:`KeyNotFoundError`."""
-        return drive_sync(self._get(key_id), self._targets)
+        return drive_sync(self._get(key_id), self._io)
 
     def list(self, owner: str | None = None) -> Sequence[KeyRecord]:
         """All keys, or those of ``owner``."""
-        return drive_sync(self._list(owner), self._targets)
+        return drive_sync(self._list(owner), self._io)
 
     def revoke(self, key_id: str) -> KeyRecord:
         """Revoke at once; revoking again changes nothing. Raises :class:`KeyNotFoundError`."""
-        return drive_sync(self._revoke(key_id), self._targets)
+        return drive_sync(self._revoke(key_id), self._io)
 
     def rotate(self, key_id: str, *, grace: timedelta = DEFAULT_ROTATION_GRACE) -> IssuedKey:
         """Issue a replacement; the old token keeps working for ``grace``, then expires."""
-        return drive_sync(self._rotate(key_id, grace), self._targets)
+        return drive_sync(self._rotate(key_id, grace), self._io)
 
     def update(
         self,
@@ -420,7 +465,7 @@ class KeyManager(_KeyOperations):
         """Change the given fields in one write. Raises :class:`KeyNotFoundError`."""
         return drive_sync(
             self._update_fields(key_id, name, scopes, expires_at, metadata, rate_limit),
-            self._targets,
+            self._io,
         )
 
     def import_key(
@@ -457,16 +502,17 @@ class KeyManager(_KeyOperations):
                 metadata,
                 rate_limit,
             ),
-            self._targets,
+            self._io,
         )
 
     def flush_last_used(self) -> None:
         """Write the pending last-used times now (``close`` does it too)."""
-        drive_sync(self._flush_last_used(), self._targets)
+        drive_sync(self._flush_last_used(), self._io)
 
     def close(self) -> None:
         """Write the pending last-used times, then close the store."""
         self.flush_last_used()
+        self.slow_hashes.close()
         self.store.close()
 
 
@@ -476,10 +522,42 @@ class AsyncKeyManager(_KeyOperations):
     Takes the same options and runs the very same operations.
     """
 
-    def __init__(self, store: AsyncKeyStore, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(
+        self,
+        store: AsyncKeyStore,
+        *,
+        key_format: KeyFormat = DEFAULT_KEY_FORMAT,
+        hasher: SecretHasher | None = None,
+        legacy_hashers: Sequence[SecretHasher] = (),
+        verified_cache: VerifiedSecretCache | bool = True,
+        upgrade_hashes: bool = True,
+        environment: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        last_used: float | LastUsedRecorder | None = DEFAULT_LAST_USED_INTERVAL,
+        token_memo: TokenMemo | bool = True,
+        slow_hashes: SlowHashWorkers | None = None,
+    ) -> None:
+        super().__init__(
+            key_format=key_format,
+            hasher=hasher,
+            legacy_hashers=legacy_hashers,
+            verified_cache=verified_cache,
+            upgrade_hashes=upgrade_hashes,
+            environment=environment,
+            clock=clock,
+            last_used=last_used,
+            token_memo=token_memo,
+            slow_hashes=slow_hashes,
+        )
         self.store = store
-        self._targets = {"store": store}
+        self._io = Backends(store)
+        #: An in-memory store: its flows run synchronously, sparing a coroutine per step.
+        self._never_blocks = never_blocks(store)
+
+    async def _run(self, flow: Flow[T]) -> T:
+        if self._never_blocks:
+            return drive_sync(flow, self._io)
+        return await drive_async(flow, self._io)
 
     def __repr__(self) -> str:
         return f"AsyncKeyManager(store={self.store!r}, key_format={self.key_format!r})"
@@ -488,7 +566,7 @@ class AsyncKeyManager(_KeyOperations):
         self, token: str, *, required_scopes: Collection[str] = ()
     ) -> Principal | Denial:
         """See :meth:`KeyManager.authenticate`."""
-        return await drive_async(self._authenticate(token, required_scopes), self._targets)
+        return await self._run(self._authenticate(token, required_scopes))
 
     async def create(
         self,
@@ -503,28 +581,27 @@ class AsyncKeyManager(_KeyOperations):
         rate_limit: Policy | None = None,
     ) -> IssuedKey:
         """See :meth:`KeyManager.create`."""
-        return await drive_async(
+        return await self._run(
             self._create(
                 owner, name, environment, scopes, expires_at, expires_in, metadata, rate_limit
-            ),
-            self._targets,
+            )
         )
 
     async def get(self, key_id: str) -> KeyRecord:
         """See :meth:`KeyManager.get`."""
-        return await drive_async(self._get(key_id), self._targets)
+        return await self._run(self._get(key_id))
 
     async def list(self, owner: str | None = None) -> Sequence[KeyRecord]:
         """See :meth:`KeyManager.list`."""
-        return await drive_async(self._list(owner), self._targets)
+        return await self._run(self._list(owner))
 
     async def revoke(self, key_id: str) -> KeyRecord:
         """See :meth:`KeyManager.revoke`."""
-        return await drive_async(self._revoke(key_id), self._targets)
+        return await self._run(self._revoke(key_id))
 
     async def rotate(self, key_id: str, *, grace: timedelta = DEFAULT_ROTATION_GRACE) -> IssuedKey:
         """See :meth:`KeyManager.rotate`."""
-        return await drive_async(self._rotate(key_id, grace), self._targets)
+        return await self._run(self._rotate(key_id, grace))
 
     async def update(
         self,
@@ -537,9 +614,8 @@ class AsyncKeyManager(_KeyOperations):
         rate_limit: Policy | _Unset | None = UNSET,
     ) -> KeyRecord:
         """See :meth:`KeyManager.update`."""
-        return await drive_async(
-            self._update_fields(key_id, name, scopes, expires_at, metadata, rate_limit),
-            self._targets,
+        return await self._run(
+            self._update_fields(key_id, name, scopes, expires_at, metadata, rate_limit)
         )
 
     async def import_key(
@@ -557,7 +633,7 @@ class AsyncKeyManager(_KeyOperations):
         rate_limit: Policy | None = None,
     ) -> KeyRecord:
         """See :meth:`KeyManager.import_key`."""
-        return await drive_async(
+        return await self._run(
             self._import(
                 key_id,
                 secret_hash,
@@ -569,15 +645,15 @@ class AsyncKeyManager(_KeyOperations):
                 expires_at,
                 metadata,
                 rate_limit,
-            ),
-            self._targets,
+            )
         )
 
     async def flush_last_used(self) -> None:
         """See :meth:`KeyManager.flush_last_used`."""
-        await drive_async(self._flush_last_used(), self._targets)
+        await self._run(self._flush_last_used())
 
     async def aclose(self) -> None:
         """Write the pending last-used times, then close the store."""
         await self.flush_last_used()
+        self.slow_hashes.close()
         await self.store.aclose()

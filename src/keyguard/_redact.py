@@ -8,7 +8,7 @@ from collections.abc import Collection, Mapping
 
 from ._keys import KeyFormat
 from ._options import DEFAULT_QUERY_PARAM_NAMES, checked_param_names
-from ._request import param_name
+from ._pipeline import param_name
 
 __all__ = ["REDACTED", "RedactKeys"]
 

@@ -20,12 +20,14 @@ WebSocket is closed with code 1008 before it is accepted.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, Final
+from typing import Final
 
-from ._flow import Denial, drive_async, drive_sync
+from ._denials import Denial
+from ._drive import drive_async, drive_sync
+from ._limits import admitted_headers
 from ._manager import AsyncKeyManager
 from ._options import MiddlewareOptions
-from ._request import ANONYMOUS, log_decision, request_flow, wire
+from ._pipeline import ANONYMOUS, Pipeline, RequestView, log_decision, request_flow
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .ratelimit import AsyncRateLimiter
 
@@ -119,12 +121,9 @@ class KeyguardMiddleware:
         self.app = app
         self.manager = manager
         self.limiter = _checked_limiter(limiter)
-        self.options, self.gate, self._headers, self.responder, self._targets = wire(
-            manager, options, self.limiter
-        )
-        self._nonblocking = getattr(manager.store, "nonblocking", False) and (
-            limiter is None or getattr(limiter, "nonblocking", False)
-        )
+        self.pipeline = Pipeline(manager, options, self.limiter)
+        self.options = self.pipeline.options
+        self.responder = self.pipeline.responder
         self._has_public = bool(self.options._public_exact or self.options._public_starts)
         header = self.options.api_key_header
         self._api_key_name = header.lower().encode("latin-1") if header else None
@@ -137,38 +136,32 @@ class KeyguardMiddleware:
         return f"KeyguardMiddleware(app={self.app!r}, options={self.options!r})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # ASGI scopes are dicts: reading through a dict-typed name lets the compiled
-        # build use the dict directly (another mapping is read through a copy).
-        view: dict[str, Any] = scope if type(scope) is dict else dict(scope)
-        kind = view["type"]
+        kind = scope["type"]
         if kind not in _AUTHENTICATED_SCOPES:
             await self.app(scope, receive, send)
             return
-        path: str = view["path"]
-        root: str = view.get("root_path", "")
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
         if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
             path = path[len(root) :] or "/"
-        if self._has_public and self.gate.options.is_public(path):
+        if self._has_public and self.options.is_public(path):
             scope["user"] = scope["auth"] = ANONYMOUS
             scope[PRINCIPAL_SCOPE_KEY] = None
             await self.app(scope, receive, send)
             return
         authorization = api_key = content_type = None
         wanted, api_key_name = self._wanted, self._api_key_name
-        # Each header is a (name, value) pair, a tuple or a list from every server: indexing
-        # it costs the compiled build less than unpacking it as an iterable would. Most
-        # headers are none of the wanted ones, and cost one set lookup.
-        for header in view["headers"]:
-            name = header[0]
+        # Most headers are none of the wanted ones, and cost one set lookup.
+        for name, value in scope["headers"]:
             if name in wanted:
-                value = header[1]
                 if name == b"authorization":
                     authorization = value if authorization is None else authorization + b"," + value
                 elif name == api_key_name:
                     api_key = value if api_key is None else api_key + b"," + value
                 else:
-                    content_type = value
-        targets = self._targets
+                    content_type = value if content_type is None else content_type + b"," + value
+        pipeline = self.pipeline
+        backends = pipeline.backends
         reader = body_type = None
         # The flow reads a body only when no credential header came (to find a key in it).
         if (
@@ -178,28 +171,30 @@ class KeyguardMiddleware:
             and kind == "http"
         ):
             reader = _BodyReader(receive)
-            targets = {**targets, "body": reader}
+            backends = backends.with_body(reader)
             body_type = content_type.decode("latin-1")
-        client = view.get("client")
+        client = scope.get("client")
         host: str | None = client[0] if client else None
-        query: bytes = view.get("query_string", b"")
-        method: str = view.get("method", "WEBSOCKET")
+        query: bytes = scope.get("query_string", b"")
+        method: str = scope.get("method", "WEBSOCKET")
         flow = request_flow(
-            self.gate,
-            method,
-            path,
-            view.get("scheme", "http"),
-            host,
-            None if authorization is None else authorization.decode("latin-1"),
-            None if api_key is None else api_key.decode("latin-1"),
-            query.decode("latin-1") if query else "",
-            body_type,
+            pipeline,
+            RequestView(
+                method,
+                path,
+                scope.get("scheme", "http"),
+                host,
+                None if authorization is None else authorization.decode("latin-1"),
+                None if api_key is None else api_key.decode("latin-1"),
+                query.decode("latin-1") if query else "",
+                body_type,
+            ),
         )
-        if reader is None and self._nonblocking:
-            # Only in-memory backends: nothing to await, so no coroutine per call.
-            result, decision = drive_sync(flow, targets)
+        if reader is None and pipeline.never_blocks:
+            # Only in-memory backends: nothing to await, so no coroutine per step.
+            result, decision = drive_sync(flow, backends)
         else:
-            result, decision = await drive_async(flow, targets)
+            result, decision = await drive_async(flow, backends)
         log_decision(method, path, host, result)
         if isinstance(result, Denial):
             await self._refuse(kind, method, send, result)
@@ -209,7 +204,15 @@ class KeyguardMiddleware:
         if reader is not None and reader.messages:
             receive = reader.replay
         if decision is not None and kind == "http":
-            send = _adding_headers(send, self._headers.raw(decision))
+            send = _adding_headers(
+                send,
+                [
+                    (name.encode("latin-1"), value.encode("latin-1"))
+                    for name, value in admitted_headers(
+                        decision, self.options.legacy_rate_limit_headers
+                    )
+                ],
+            )
         await self.app(scope, receive, send)
 
     async def _refuse(self, kind: str, method: str, send: Send, denial: Denial) -> None:

@@ -145,7 +145,7 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO)
 
 
 def _demo_tour(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
-    from ._flow import Denial  # noqa: PLC0415 (only the tour needs it)
+    from ._denials import Denial  # noqa: PLC0415 (only the tour needs it)
     from ._manager import KeyManager  # noqa: PLC0415
     from .stores.memory import MemoryKeyStore  # noqa: PLC0415
 

@@ -31,9 +31,19 @@ from typing import Any
 
 import pytest
 
-from ._flow import Call, Flow, drive_async, drive_sync
+from ._drive import Flow, drive_async, drive_sync
 from ._keys import generate_key
 from ._records import KeyChanges, KeyRecord
+from ._steps import (
+    AddKey,
+    Backends,
+    GetKey,
+    HitLimit,
+    ListKeys,
+    RevokeKey,
+    TouchKeys,
+    UpdateKey,
+)
 from .ratelimit._policy import Policy
 
 __all__ = [
@@ -112,68 +122,74 @@ def _check(condition: bool, message: str) -> None:
         raise AssertionError(message)
 
 
+def _stored(record: KeyRecord | None, message: str) -> KeyRecord:
+    if record is None:
+        raise AssertionError(message)
+    return record
+
+
 def _round_trip() -> Flow[None]:
     record = sample_record()
-    yield ("store", "add", (record,))
-    got = yield ("store", "get", (record.key_id,))
+    yield from AddKey(record)
+    got = yield from GetKey(record.key_id)
     _check(got == record, f"get returned {got!r}, expected {record!r}")
     bare = sample_record(scopes=frozenset(), expires_at=None, metadata={}, rate_limit=None, name="")
-    yield ("store", "add", (bare,))
-    got = yield ("store", "get", (bare.key_id,))
+    yield from AddKey(bare)
+    got = yield from GetKey(bare.key_id)
     _check(got == bare, f"get returned {got!r} for a record with empty fields")
 
 
 def _unknown() -> Flow[None]:
-    got = yield ("store", "get", ("AAAAAAAAAAAA",))
+    got = yield from GetKey("AAAAAAAAAAAA")
     _check(got is None, "get of an unknown key_id must return None")
-    got = yield ("store", "update", ("AAAAAAAAAAAA", KeyChanges(name="x")))
+    got = yield from UpdateKey("AAAAAAAAAAAA", KeyChanges(name="x"))
     _check(got is None, "update of an unknown key_id must return None")
-    got = yield ("store", "revoke", ("AAAAAAAAAAAA", _T0))
+    got = yield from RevokeKey("AAAAAAAAAAAA", _T0)
     _check(got is None, "revoke of an unknown key_id must return None")
-    yield ("store", "touch", ({"AAAAAAAAAAAA": _T0},))
+    yield from TouchKeys({"AAAAAAAAAAAA": _T0})
 
 
 def _duplicate() -> Flow[None]:
     from ._errors import DuplicateKeyError  # noqa: PLC0415 (keeps the namespace small)
 
     record = sample_record()
-    yield ("store", "add", (record,))
+    yield from AddKey(record)
     try:
-        yield ("store", "add", (replace(record, owner="someone-else"),))
+        yield from AddKey(replace(record, owner="someone-else"))
     except DuplicateKeyError:
         pass
     else:
         raise AssertionError("adding a second record with the same key_id must raise")
-    got = yield ("store", "get", (record.key_id,))
+    got = yield from GetKey(record.key_id)
     _check(got == record, "a refused duplicate must not change the stored record")
 
 
 def _update() -> Flow[None]:
     record = sample_record()
-    yield ("store", "add", (record,))
+    yield from AddKey(record)
     changes = KeyChanges(scopes=frozenset({"x"}), expires_at=None, metadata={"k": "v"})
-    got = yield ("store", "update", (record.key_id, changes))
+    got = yield from UpdateKey(record.key_id, changes)
     expected = changes.apply(record)
     _check(got == expected, f"update returned {got!r}, expected {expected!r}")
-    got = yield ("store", "get", (record.key_id,))
+    got = yield from GetKey(record.key_id)
     _check(got == expected, "update was not stored")
     changes = KeyChanges(secret_hash="sha256$" + "cd" * 32, rate_limit=None, replaced_by="B" * 12)
-    got = yield ("store", "update", (record.key_id, changes))
+    got = yield from UpdateKey(record.key_id, changes)
     _check(got == changes.apply(expected), "second update lost or changed other fields")
 
 
 def _revoke() -> Flow[None]:
     record = sample_record()
-    yield ("store", "add", (record,))
+    yield from AddKey(record)
     first = _T0 + timedelta(hours=1)
-    got = yield ("store", "revoke", (record.key_id, first))
+    got = yield from RevokeKey(record.key_id, first)
     _check(got is not None and got.revoked_at == first, "revoke must set revoked_at")
-    got = yield ("store", "revoke", (record.key_id, first + timedelta(hours=1)))
+    got = yield from RevokeKey(record.key_id, first + timedelta(hours=1))
     _check(
         got is not None and got.revoked_at == first,
         "revoking again must keep the first revoked_at",
     )
-    got = yield ("store", "get", (record.key_id,))
+    got = yield from GetKey(record.key_id)
     _check(got is not None and got.revoked_at == first, "revoke was not stored")
 
 
@@ -182,29 +198,29 @@ def _list_keys() -> Flow[None]:
     b1 = sample_record("beta", created_at=_T0 + timedelta(seconds=1))
     a2 = sample_record("alpha", created_at=_T0 + timedelta(seconds=2))
     for record in (a1, b1, a2):
-        yield ("store", "add", (record,))
-    alpha = yield ("store", "list_keys", ("alpha",))
+        yield from AddKey(record)
+    alpha = yield from ListKeys("alpha")
     _check([r.key_id for r in alpha] == [a1.key_id, a2.key_id], "list_keys(owner) oldest first")
-    everyone = yield ("store", "list_keys", (None,))
+    everyone = yield from ListKeys(None)
     _check(
         [r.key_id for r in everyone] == [a1.key_id, b1.key_id, a2.key_id],
         "list_keys() must list every key, oldest first",
     )
-    nobody = yield ("store", "list_keys", ("nobody",))
+    nobody = yield from ListKeys("nobody")
     _check(list(nobody) == [], "list_keys of an unknown owner must be empty")
 
 
 def _touch() -> Flow[None]:
     r1, r2 = sample_record(), sample_record()
     for record in (r1, r2):
-        yield ("store", "add", (record,))
+        yield from AddKey(record)
     later = _T0 + timedelta(minutes=5)
-    yield ("store", "touch", ({r1.key_id: later, r2.key_id: _T0},))
-    got1 = yield ("store", "get", (r1.key_id,))
-    got2 = yield ("store", "get", (r2.key_id,))
+    yield from TouchKeys({r1.key_id: later, r2.key_id: _T0})
+    got1 = _stored((yield from GetKey(r1.key_id)), "touch must keep the record")
+    got2 = _stored((yield from GetKey(r2.key_id)), "touch must keep the record")
     _check(got1.last_used_at == later and got2.last_used_at == _T0, "touch must set both")
-    yield ("store", "touch", ({r1.key_id: _T0},))
-    got1 = yield ("store", "get", (r1.key_id,))
+    yield from TouchKeys({r1.key_id: _T0})
+    got1 = _stored((yield from GetKey(r1.key_id)), "touch must keep the record")
     _check(got1.last_used_at == later, "touch must never move last_used_at backwards")
     _check(got1.secret_hash == r1.secret_hash, "touch must not change other fields")
 
@@ -226,7 +242,7 @@ class KeyStoreContract:
 
     @pytest.mark.parametrize("check", sorted(KEY_STORE_CHECKS))
     def test_key_store_contract(self, store: Any, check: str) -> None:
-        drive_sync(KEY_STORE_CHECKS[check](), {"store": store})
+        drive_sync(KEY_STORE_CHECKS[check](), Backends(store))
 
 
 class AsyncKeyStoreContract:
@@ -235,7 +251,7 @@ class AsyncKeyStoreContract:
     @pytest.mark.anyio
     @pytest.mark.parametrize("check", sorted(KEY_STORE_CHECKS))
     async def test_async_key_store_contract(self, async_store: Any, check: str) -> None:
-        await drive_async(KEY_STORE_CHECKS[check](), {"store": async_store})
+        await drive_async(KEY_STORE_CHECKS[check](), Backends(async_store))
 
 
 # -- the rate-limiter contract ----------------------------------------------------------
@@ -256,8 +272,8 @@ def _limit_key() -> str:
     return "contract-" + uuid.uuid4().hex[:16]
 
 
-def _hit(key: str, *policies: Policy, cost: int = 1) -> Call:
-    return ("limiter", "hit", (key, policies, cost))
+def _hit(key: str, *policies: Policy, cost: int = 1) -> HitLimit:
+    return HitLimit(key, policies, cost)
 
 
 def _expect(
@@ -288,177 +304,177 @@ def _expect(
 def _burst_then_refuse(clock: FakeClock) -> Flow[None]:
     key, policy = _limit_key(), Policy("default", quota=5, window=10)  # one every 2 s
     for n in range(1, 6):
-        got = yield _hit(key, policy)
+        got = yield from _hit(key, policy)
         _check(got.states[0].policy == policy, f"the state must name its policy, got {got!r}")
         _expect(got, True, [5 - n], [2.0 * n])
-    got = yield _hit(key, policy)
+    got = yield from _hit(key, policy)
     _expect(got, False, [0], [10.0], retry_after=2.0)
 
 
 def _refused_consumes_nothing(clock: FakeClock) -> Flow[None]:
     key, policy = _limit_key(), Policy("default", quota=3, window=3)  # one every second
     for _ in range(3):
-        yield _hit(key, policy)
+        yield from _hit(key, policy)
     for _ in range(5):
-        got = yield _hit(key, policy)
+        got = yield from _hit(key, policy)
         _expect(got, False, [0], [3.0], retry_after=1.0)
     clock.advance(1.0)
-    got = yield _hit(key, policy)
+    got = yield from _hit(key, policy)
     _expect(got, True, [0], [3.0])
-    got = yield _hit(key, policy)
+    got = yield from _hit(key, policy)
     _expect(got, False, [0], [3.0], retry_after=1.0)
 
 
 def _sustained_rate(clock: FakeClock) -> Flow[None]:
     key, policy = _limit_key(), Policy("default", quota=60, window=60, burst=4)
     for _ in range(4):
-        yield _hit(key, policy)
+        yield from _hit(key, policy)
     for _ in range(10):
         clock.advance(1.0)
-        got = yield _hit(key, policy)
+        got = yield from _hit(key, policy)
         _expect(got, True, [0], [4.0])
-        got = yield _hit(key, policy)
+        got = yield from _hit(key, policy)
         _expect(got, False, [0], [4.0], retry_after=1.0)
     clock.advance(0.999)
-    got = yield _hit(key, policy)
+    got = yield from _hit(key, policy)
     _expect(got, False, [0], [3.001], retry_after=0.001)
 
 
 def _idle_restores_burst(clock: FakeClock) -> Flow[None]:
     key, policy = _limit_key(), Policy("default", quota=10, window=1)
-    got = yield _hit(key, policy, cost=10)
+    got = yield from _hit(key, policy, cost=10)
     _expect(got, True, [0], [1.0])
     clock.advance(0.5)
-    got = yield _hit(key, policy, cost=0)
+    got = yield from _hit(key, policy, cost=0)
     _expect(got, True, [5], [0.5])
     clock.advance(0.5)
-    got = yield _hit(key, policy, cost=0)
+    got = yield from _hit(key, policy, cost=0)
     _expect(got, True, [10], [0.0])
     clock.advance(86400 * 3)
-    got = yield _hit(key, policy, cost=10)
+    got = yield from _hit(key, policy, cost=10)
     _expect(got, True, [0], [1.0])
 
 
 def _burst_below_quota(clock: FakeClock) -> Flow[None]:
     key, policy = _limit_key(), Policy("default", quota=10, window=10, burst=2)
-    got = yield _hit(key, policy)
+    got = yield from _hit(key, policy)
     _expect(got, True, [1], [1.0])
-    got = yield _hit(key, policy)
+    got = yield from _hit(key, policy)
     _expect(got, True, [0], [2.0])
-    got = yield _hit(key, policy)
+    got = yield from _hit(key, policy)
     _expect(got, False, [0], [2.0], retry_after=1.0)
     clock.advance(1.0)
-    got = yield _hit(key, policy)
+    got = yield from _hit(key, policy)
     _expect(got, True, [0], [2.0])
 
 
 def _all_or_nothing(clock: FakeClock) -> Flow[None]:
     key = _limit_key()
     wide, narrow = Policy("wide", quota=10, window=10), Policy("narrow", quota=2, window=10)
-    got = yield _hit(key, wide, narrow)
+    got = yield from _hit(key, wide, narrow)
     _expect(got, True, [9, 1], [1.0, 5.0])
     _check([s.policy for s in got.states] == [wide, narrow], "states follow the policies' order")
-    got = yield _hit(key, wide, narrow)
+    got = yield from _hit(key, wide, narrow)
     _expect(got, True, [8, 0], [2.0, 10.0])
     for _ in range(3):
-        got = yield _hit(key, wide, narrow)
+        got = yield from _hit(key, wide, narrow)
         _expect(got, False, [8, 0], [2.0, 10.0], retry_after=5.0)
-    got = yield _hit(key, wide)
+    got = yield from _hit(key, wide)
     _expect(got, True, [7], [3.0])
     clock.advance(5.0)
-    got = yield _hit(key, wide, narrow)
+    got = yield from _hit(key, wide, narrow)
     _expect(got, True, [9, 0], [1.0, 10.0])
 
 
 def _longest_wait_wins(clock: FakeClock) -> Flow[None]:
     key = _limit_key()
     short, long = Policy("short", quota=1, window=2), Policy("long", quota=1, window=5)
-    got = yield _hit(key, short, long)
+    got = yield from _hit(key, short, long)
     _expect(got, True, [0, 0], [2.0, 5.0])
-    got = yield _hit(key, short, long)
+    got = yield from _hit(key, short, long)
     _expect(got, False, [0, 0], [2.0, 5.0], retry_after=5.0)
     clock.advance(2.0)
-    got = yield _hit(key, short, long)
+    got = yield from _hit(key, short, long)
     _expect(got, False, [1, 0], [0.0, 3.0], retry_after=3.0)
 
 
 def _keys_and_names_are_separate(clock: FakeClock) -> Flow[None]:
     first, second = _limit_key(), _limit_key()
     a, b = Policy("a", quota=1, window=60), Policy("b", quota=1, window=60)
-    got = yield _hit(first, a)
+    got = yield from _hit(first, a)
     _expect(got, True, [0])
-    got = yield _hit(first, a)
+    got = yield from _hit(first, a)
     _expect(got, False, [0], retry_after=60.0)
-    got = yield _hit(second, a)
+    got = yield from _hit(second, a)
     _expect(got, True, [0])
-    got = yield _hit(first, b)
+    got = yield from _hit(first, b)
     _expect(got, True, [0])
 
 
 def _cost(clock: FakeClock) -> Flow[None]:
     key, policy = _limit_key(), Policy("default", quota=10, window=10)
-    got = yield _hit(key, policy, cost=4)
+    got = yield from _hit(key, policy, cost=4)
     _expect(got, True, [6], [4.0])
-    got = yield _hit(key, policy, cost=7)
+    got = yield from _hit(key, policy, cost=7)
     _expect(got, False, [6], [4.0], retry_after=1.0)
-    got = yield _hit(key, policy, cost=0)
+    got = yield from _hit(key, policy, cost=0)
     _expect(got, True, [6], [4.0])
-    got = yield _hit(key, policy, cost=6)
+    got = yield from _hit(key, policy, cost=6)
     _expect(got, True, [0], [10.0])
-    got = yield _hit(key, policy, cost=0)
+    got = yield from _hit(key, policy, cost=0)
     _expect(got, True, [0], [10.0])
 
 
 def _sub_millisecond_interval(clock: FakeClock) -> Flow[None]:
     key, policy = _limit_key(), Policy("fast", quota=3000, window=1)  # 3 per ms
-    got = yield _hit(key, policy, cost=3000)
+    got = yield from _hit(key, policy, cost=3000)
     _expect(got, True, [0], [1.0])
-    got = yield _hit(key, policy)
+    got = yield from _hit(key, policy)
     _expect(got, False, [0], [1.0], retry_after=0.001)
     clock.advance(0.001)
-    got = yield _hit(key, policy, cost=3)
+    got = yield from _hit(key, policy, cost=3)
     _expect(got, True, [0], [1.0])
-    got = yield _hit(key, policy)
+    got = yield from _hit(key, policy)
     _expect(got, False, [0], [1.0], retry_after=0.001)
 
 
 def _fractional_interval(clock: FakeClock) -> Flow[None]:
     key, policy = _limit_key(), Policy("thirds", quota=3, window=1)  # one per 333.33 ms
-    got = yield _hit(key, policy, cost=3)
+    got = yield from _hit(key, policy, cost=3)
     _expect(got, True, [0], [1.0])
     clock.advance(0.333)
-    got = yield _hit(key, policy)
+    got = yield from _hit(key, policy)
     _expect(got, False, [0], [0.667], retry_after=0.001)
     clock.advance(0.001)
-    got = yield _hit(key, policy)
+    got = yield from _hit(key, policy)
     _expect(got, True, [0], [1.0])
-    got = yield _hit(key, policy)
+    got = yield from _hit(key, policy)
     _expect(got, False, [0], [1.0], retry_after=0.333)
     clock.advance(0.333)  # exactly the wait it was told: 332.67 ms, rounded up
-    got = yield _hit(key, policy)
+    got = yield from _hit(key, policy)
     _expect(got, True, [0], [1.0])
     clock.advance(0.5)
-    got = yield _hit(key, policy, cost=0)
+    got = yield from _hit(key, policy, cost=0)
     _expect(got, True, [1], [0.5])
 
 
 def _stricter_policy_same_name(clock: FakeClock) -> Flow[None]:
     key = _limit_key()
     loose, strict = Policy("p", quota=100, window=100), Policy("p", quota=1, window=10)
-    got = yield _hit(key, loose, cost=100)
+    got = yield from _hit(key, loose, cost=100)
     _expect(got, True, [0], [100.0])
-    got = yield _hit(key, strict)
+    got = yield from _hit(key, strict)
     _expect(got, False, [0], [100.0], retry_after=100.0)
     clock.advance(95.0)
-    got = yield _hit(key, strict)
+    got = yield from _hit(key, strict)
     _expect(got, False, [0], [5.0], retry_after=5.0)
     clock.advance(5.0)
-    got = yield _hit(key, strict)
+    got = yield from _hit(key, strict)
     _expect(got, True, [0], [10.0])
 
 
 def _no_policies(clock: FakeClock) -> Flow[None]:
-    got = yield ("limiter", "hit", (_limit_key(), (), 1))
+    got = yield from HitLimit(_limit_key(), (), 1)
     _expect(got, True, [])
 
 
@@ -503,7 +519,7 @@ class RateLimiterContract:
 
     @pytest.mark.parametrize("check", sorted(RATE_LIMITER_CHECKS))
     def test_rate_limiter_contract(self, limiter: Any, clock: FakeClock, check: str) -> None:
-        drive_sync(RATE_LIMITER_CHECKS[check](clock), {"limiter": limiter})
+        drive_sync(RATE_LIMITER_CHECKS[check](clock), Backends(limiter=limiter))
 
     @pytest.mark.parametrize("bad", sorted(BAD_RATE_LIMIT_REQUESTS))
     def test_rate_limiter_rejects(self, limiter: Any, bad: str) -> None:
@@ -527,7 +543,7 @@ class AsyncRateLimiterContract:
     async def test_async_rate_limiter_contract(
         self, async_limiter: Any, clock: FakeClock, check: str
     ) -> None:
-        await drive_async(RATE_LIMITER_CHECKS[check](clock), {"limiter": async_limiter})
+        await drive_async(RATE_LIMITER_CHECKS[check](clock), Backends(limiter=async_limiter))
 
     @pytest.mark.anyio
     @pytest.mark.parametrize("bad", sorted(BAD_RATE_LIMIT_REQUESTS))

@@ -21,10 +21,12 @@ import io
 from collections.abc import Iterable
 from typing import Any
 
-from ._flow import Denial, drive_sync
+from ._denials import Denial
+from ._drive import drive_sync
+from ._limits import admitted_headers
 from ._manager import KeyManager
 from ._options import MiddlewareOptions
-from ._request import log_decision, request_flow, wire
+from ._pipeline import Pipeline, RequestView, log_decision, request_flow
 from ._types import StartResponse, WSGIApp, WSGIEnviron
 from .ratelimit import RateLimiter
 
@@ -102,9 +104,9 @@ class KeyguardWSGIMiddleware:
         self.app = app
         self.manager = manager
         self.limiter = _checked_limiter(limiter)
-        self.options, self.gate, self._headers, self.responder, self._targets = wire(
-            manager, options, self.limiter
-        )
+        self.pipeline = Pipeline(manager, options, self.limiter)
+        self.options = self.pipeline.options
+        self.responder = self.pipeline.responder
         header = self.options.api_key_header
         self._api_key_key = "HTTP_" + header.upper().replace("-", "_") if header else None
 
@@ -113,33 +115,35 @@ class KeyguardWSGIMiddleware:
 
     def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO") or "/"
-        if self.gate.options.is_public(path):
+        if self.options.is_public(path):
             environ[PRINCIPAL_ENVIRON_KEY] = None
             return self.app(environ, start_response)
         authorization: str | None = environ.get("HTTP_AUTHORIZATION")
         api_key: str | None = environ.get(self._api_key_key) if self._api_key_key else None
         content_type: str | None = None
-        targets = self._targets
+        backends = self.pipeline.backends
         # The flow reads a body only when no credential header came (to find a key in it).
         if authorization is None and api_key is None:
             content_type = environ.get("CONTENT_TYPE") or None
             if content_type is not None:
-                targets = {**targets, "body": _BodyReader(environ)}
+                backends = backends.with_body(_BodyReader(environ))
         client: str | None = environ.get("REMOTE_ADDR") or None
         method: str = environ.get("REQUEST_METHOD", "GET")
         result, decision = drive_sync(
             request_flow(
-                self.gate,
-                method,
-                path,
-                environ.get("wsgi.url_scheme", "http"),
-                client,
-                authorization,
-                api_key,
-                environ.get("QUERY_STRING", ""),
-                content_type,
+                self.pipeline,
+                RequestView(
+                    method,
+                    path,
+                    environ.get("wsgi.url_scheme", "http"),
+                    client,
+                    authorization,
+                    api_key,
+                    environ.get("QUERY_STRING", ""),
+                    content_type,
+                ),
             ),
-            targets,
+            backends,
         )
         log_decision(method, path, client, result)
         if isinstance(result, Denial):
@@ -148,5 +152,7 @@ class KeyguardWSGIMiddleware:
             return [b"" if method == "HEAD" else response.body]
         environ[PRINCIPAL_ENVIRON_KEY] = result
         if decision is not None:
-            start_response = _adding_headers(start_response, self._headers.text(decision))
+            start_response = _adding_headers(
+                start_response, admitted_headers(decision, self.options.legacy_rate_limit_headers)
+            )
         return self.app(environ, start_response)

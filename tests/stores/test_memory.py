@@ -19,8 +19,9 @@ class BrokenStore(MemoryKeyStore):
 
 
 def test_contract_catches_a_broken_store() -> None:
-    from keyguard._flow import drive_sync
+    from keyguard._drive import drive_sync
+    from keyguard._steps import Backends
     from keyguard.testing import KEY_STORE_CHECKS
 
     with pytest.raises(AssertionError, match="update"):
-        drive_sync(KEY_STORE_CHECKS["update"](), {"store": BrokenStore()})
+        drive_sync(KEY_STORE_CHECKS["update"](), Backends(BrokenStore()))

@@ -36,12 +36,12 @@ except ImportError as exc:  # pragma: no cover (the extra is installed in tests)
         "keyguard.integrations.fastapi needs FastAPI: pip install 'keyguard[fastapi]'"
     ) from exc
 
-from .._flow import scope_denial
 from .._http import Responder, Response
 from .._manager import AsyncKeyManager
 from .._options import MiddlewareOptions
+from .._pipeline import MISSING_KEY
 from .._records import Principal
-from .._request import MISSING_KEY
+from .._verify import scope_denial
 from ..asgi import PRINCIPAL_SCOPE_KEY, KeyguardMiddleware
 from ..ratelimit import AsyncRateLimiter
 

@@ -36,12 +36,13 @@ except ImportError as exc:  # pragma: no cover (the extra is installed in tests)
         "keyguard.integrations.flask needs Flask: pip install 'keyguard[flask]'"
     ) from exc
 
-from .._flow import Denial, scope_denial
+from .._denials import Denial
 from .._http import Responder
 from .._manager import KeyManager
 from .._options import MiddlewareOptions
+from .._pipeline import MISSING_KEY
 from .._records import Principal
-from .._request import MISSING_KEY
+from .._verify import scope_denial
 from ..ratelimit import RateLimiter
 from ..wsgi import PRINCIPAL_ENVIRON_KEY, KeyguardWSGIMiddleware
 

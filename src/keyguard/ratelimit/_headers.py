@@ -20,7 +20,6 @@ import math
 import re
 
 from ._base import PolicyState, RateLimitDecision
-from ._policy import Policy
 
 __all__ = ["denial_status", "rate_limit_headers", "retry_after_seconds", "sf_string"]
 
@@ -38,17 +37,8 @@ def sf_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _policy_item(policy: Policy) -> str:
-    # Policy names are 1 to 64 of [A-Za-z0-9_.:-] (checked by Policy): quoting them
-    # needs no escapes, so sf_string's check is skipped on this per-response path.
-    window_ms = policy.window_ms
-    if window_ms % 1000:
-        return f'"{policy.name}";q={policy.quota}'
-    return f'"{policy.name}";q={policy.quota};w={window_ms // 1000}'
-
-
 def _state_item(state: PolicyState) -> str:
-    return f'"{state.policy.name}";r={state.remaining};t={math.ceil(state.reset_after)}'
+    return f"{state.policy._state_prefix}{state.remaining};t={math.ceil(state.reset_after)}"
 
 
 def retry_after_seconds(seconds: float) -> int:
@@ -88,10 +78,10 @@ def rate_limit_headers(
     headers: list[tuple[str, str]] = []
     states = decision.states
     if len(states) == 1:
-        headers.append(("RateLimit-Policy", _policy_item(states[0].policy)))
+        headers.append(("RateLimit-Policy", states[0].policy._header_item))
         headers.append(("RateLimit", _state_item(states[0])))
     elif states:
-        headers.append(("RateLimit-Policy", ", ".join([_policy_item(s.policy) for s in states])))
+        headers.append(("RateLimit-Policy", ", ".join([s.policy._header_item for s in states])))
         headers.append(("RateLimit", ", ".join([_state_item(s) for s in states])))
     if not decision.allowed:
         headers.append(("Retry-After", str(retry_after_seconds(decision.retry_after))))

@@ -63,8 +63,11 @@ class Policy:
     quota: int
     window: float
     burst: int | None = None
-    # Made once here, as every hit of every limiter needs them.
+    # Made once here, as every hit of every limiter needs them, and every limited
+    # response the policy's RateLimit-Policy item and the start of its RateLimit item.
     _params: Params = field(init=False, repr=False, compare=False)
+    _header_item: str = field(init=False, repr=False, compare=False)
+    _state_prefix: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
@@ -104,6 +107,12 @@ class Policy:
             )
         capacity = self.effective_burst * self.window_ms
         object.__setattr__(self, "_params", Params(self.name, self.quota, self.window_ms, capacity))
+        # Names are 1 to 64 of [A-Za-z0-9_.:-]: quoted as Structured Field Strings, no escapes.
+        item = f'"{self.name}";q={self.quota}'
+        if self.window_ms % 1000 == 0:
+            item += f";w={self.window_ms // 1000}"
+        object.__setattr__(self, "_header_item", item)
+        object.__setattr__(self, "_state_prefix", f'"{self.name}";r=')
 
     @property
     def window_ms(self) -> int:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Final
 
-from ._memory import MemoryLimiterBase
+from . import gcra
+from ._base import PolicyState, RateLimitDecision, check_request
+from ._policy import Policy
 
 __all__ = ["MemoryRateLimiter"]
 
+_NOTHING_APPLIES: Final = RateLimitDecision(True, ())
 
-class MemoryRateLimiter(MemoryLimiterBase):
+
+class MemoryRateLimiter:
     """GCRA limits kept in this process's memory. Implements ``RateLimiter`` and
     ``AsyncRateLimiter`` (``ahit`` never waits for anything).
 
@@ -19,11 +26,11 @@ class MemoryRateLimiter(MemoryLimiterBase):
     to share one exact limit across processes and machines.
 
     Memory is bounded by ``max_keys``: past it, the key used least recently
-    is forgotten, and that client starts again with a full burst. An attacker
-    who can make the limiter track many keys (e.g. one per client address on
-    unauthenticated routes) can push others out, so size ``max_keys`` above
-    the number of clients active within one burst period. There are no
-    background threads; a forgotten key costs nothing.
+    is forgotten (in O(1)), and that client starts again with a full burst.
+    An attacker who can make the limiter track many keys (e.g. one per client
+    address on unauthenticated routes) can push others out, so size
+    ``max_keys`` above the number of clients active within one burst period.
+    There are no background threads; a forgotten key costs nothing.
 
     Thread-safe: one lock guards the state, held for a few dict operations.
 
@@ -31,14 +38,87 @@ class MemoryRateLimiter(MemoryLimiterBase):
         clock: Monotonic seconds; inject ``FakeClock().monotonic`` in tests.
             Counted in whole milliseconds.
         max_keys: The most keys remembered at once, at least 1.
+
+    Raises:
+        ValueError: ``max_keys`` is not a whole number of at least 1.
     """
 
-    #: No I/O: async drivers call the sync methods directly (see ``drive_async``).
-    nonblocking = True
+    #: No I/O: an async caller may call the sync methods directly (``NonBlocking``).
+    nonblocking: Final = True
 
     def __init__(
         self, *, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000
     ) -> None:
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
             raise ValueError(f"max_keys must be a whole number of at least 1, got {max_keys!r}")
-        super().__init__(clock, max_keys)
+        self._clock = clock
+        self._max_keys = max_keys
+        #: Per key, the stored TAT of each policy (by name), least recently used first.
+        self._keys: OrderedDict[str, dict[str, tuple[int, int]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MemoryRateLimiter(keys={len(self._keys)}, max_keys={self._max_keys})"
+
+    def __len__(self) -> int:
+        """The number of keys remembered."""
+        return len(self._keys)
+
+    def hit(self, key: str, policies: Sequence[Policy], cost: int = 1) -> RateLimitDecision:
+        """See :meth:`keyguard.ratelimit.RateLimiter.hit`."""
+        check_request(key, policies, cost)
+        if not policies:
+            return _NOTHING_APPLIES
+        now_ms = int(self._clock() * 1000 + 0.5)
+        with self._lock:
+            keys = self._keys
+            tats = keys.get(key)
+            if tats is None:
+                tats = keys[key] = {}
+                if len(keys) > self._max_keys:
+                    keys.popitem(last=False)
+            else:
+                keys.move_to_end(key)
+            if len(policies) == 1:
+                policy = policies[0]
+                allowed, retry_ms, remaining, reset_ms, tat, _ = gcra.check_one(
+                    now_ms, cost, policy._params, tats.get(policy.name)
+                )
+                if tat is not None:
+                    tats[policy.name] = tat
+                states = (PolicyState(policy, remaining, reset_ms / 1000),)
+                return RateLimitDecision(allowed, states, retry_ms / 1000)
+            outcome = gcra.check(
+                now_ms, cost, [p._params for p in policies], [tats.get(p.name) for p in policies]
+            )
+            if outcome.allowed and cost:
+                for policy, result in zip(policies, outcome.results, strict=True):
+                    tats[policy.name] = result[4]  # type: ignore[assignment]
+        return RateLimitDecision(
+            outcome.allowed,
+            tuple(
+                [
+                    PolicyState(policy, result[2], result[3] / 1000)
+                    for policy, result in zip(policies, outcome.results, strict=True)
+                ]
+            ),
+            outcome.retry_ms / 1000,
+        )
+
+    async def ahit(self, key: str, policies: Sequence[Policy], cost: int = 1) -> RateLimitDecision:
+        """See :meth:`hit`; no I/O, so it completes without yielding to the event loop."""
+        return self.hit(key, policies, cost)
+
+    def reset(self, key: str | None = None) -> None:
+        """Forget ``key`` (every key when None): it starts again with a full burst."""
+        with self._lock:
+            if key is None:
+                self._keys.clear()
+            else:
+                self._keys.pop(key, None)
+
+    def close(self) -> None:
+        """Nothing to release; present for the ``RateLimiter`` protocol."""
+
+    async def aclose(self) -> None:
+        """Nothing to release; present for the ``AsyncRateLimiter`` protocol."""

@@ -26,7 +26,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, get_args
 
 try:
@@ -41,8 +41,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "keyguard.ratelimit.redis needs redis-py: pip install 'keyguard[redis]'"
     ) from exc
 
+from .._drive import Flow, Step, drive_async, drive_sync
 from .._errors import StorageError
-from .._flow import Call, drive_async, drive_sync
 from . import gcra
 from ._base import BackendErrorMode, PolicyState, RateLimitDecision, check_request
 from ._policy import Policy
@@ -129,7 +129,30 @@ _CONSEQUENCE = {
 # keys a minute longer than they are needed so that they cannot expire under a test.
 _TEST_CLOCK_KEEP_MS = 60_000
 
-_Flow = Generator[Call, Any, RateLimitDecision]
+
+class _RunScript(Step[Any]):
+    """Run the GCRA script by its SHA-1 (``EVALSHA``), or by its text (``EVAL``) when the
+    server does not have it yet. The I/O is a ``redis.Redis`` or a ``redis.asyncio.Redis``."""
+
+    __slots__ = ("args", "by_sha", "keys")
+
+    def __init__(self, by_sha: bool, keys: list[str], args: list[str | int]) -> None:
+        self.by_sha = by_sha
+        self.keys = keys
+        self.args = args
+
+    def __repr__(self) -> str:
+        return f"_RunScript(by_sha={self.by_sha})"
+
+    def run(self, io: redis.Redis) -> Any:
+        if self.by_sha:
+            return io.evalsha(_SCRIPT_SHA, len(self.keys), *self.keys, *self.args)
+        return io.eval(GCRA_SCRIPT, len(self.keys), *self.keys, *self.args)
+
+    async def arun(self, io: redis.asyncio.Redis) -> Any:
+        if self.by_sha:
+            return await io.evalsha(_SCRIPT_SHA, len(self.keys), *self.keys, *self.args)
+        return await io.eval(GCRA_SCRIPT, len(self.keys), *self.keys, *self.args)
 
 
 class RedisRateLimiter:
@@ -273,7 +296,7 @@ class RedisRateLimiter:
 
     # -- the decision, written once ---------------------------------------------------
 
-    def _hit_flow(self, key: str, policies: Sequence[Policy], cost: int) -> _Flow:
+    def _hit_flow(self, key: str, policies: Sequence[Policy], cost: int) -> Flow[RateLimitDecision]:
         check_request(key, policies, cost)
         if not policies:
             return RateLimitDecision(True, ())
@@ -300,11 +323,11 @@ class RedisRateLimiter:
         keys = [f"{self._prefix}{key}}}:{p.name}" for p in policies]
         try:
             try:
-                raw = yield ("redis", "evalsha", (_SCRIPT_SHA, len(keys), *keys, *argv))
+                raw = yield from _RunScript(True, keys, argv)
             except StorageError as exc:
                 if not isinstance(exc.__cause__, NoScriptError):
                     raise
-                raw = yield ("redis", "eval", (GCRA_SCRIPT, len(keys), *keys, *argv))
+                raw = yield from _RunScript(False, keys, argv)
             decision = _parse(raw, policies)
         except Exception as exc:  # any failure of the backend is on_backend_error's to answer
             now = self._monotonic()  # after the failure: a timeout may have taken a while
@@ -362,7 +385,7 @@ class RedisRateLimiter:
         client = self._client
         if client is None:
             raise TypeError("this RedisRateLimiter has no redis.Redis client; use ahit()")
-        return drive_sync(self._hit_flow(key, policies, cost), {"redis": client})
+        return drive_sync(self._hit_flow(key, policies, cost), client)
 
     async def ahit(self, key: str, policies: Sequence[Policy], cost: int = 1) -> RateLimitDecision:
         """See :meth:`keyguard.ratelimit.AsyncRateLimiter.ahit`. Never raises for a Redis failure.
@@ -373,9 +396,7 @@ class RedisRateLimiter:
         client = self._async_client
         if client is None:
             raise TypeError("this RedisRateLimiter has no redis.asyncio.Redis client; use hit()")
-        return await drive_async(
-            self._hit_flow(key, policies, cost), {"redis": _AsyncScriptCalls(client)}
-        )
+        return await drive_async(self._hit_flow(key, policies, cost), client)
 
     def close(self) -> None:
         """Close the sync client if this limiter made it (see ``owns_clients``)."""
@@ -388,21 +409,6 @@ class RedisRateLimiter:
             if self._async_client is not None:
                 await self._async_client.aclose()
             self.close()
-
-
-class _AsyncScriptCalls:
-    """The asyncio client's script commands under the ``a`` names ``drive_async`` calls."""
-
-    __slots__ = ("_client",)
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    async def aevalsha(self, *args: Any) -> Any:
-        return await self._client.evalsha(*args)
-
-    async def aeval(self, *args: Any) -> Any:
-        return await self._client.eval(*args)
 
 
 def _parse(raw: Sequence[int], policies: Sequence[Policy]) -> RateLimitDecision:

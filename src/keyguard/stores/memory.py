@@ -6,6 +6,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import Final
 
 from .._errors import DuplicateKeyError
 from .._records import KeyChanges, KeyRecord
@@ -20,8 +21,8 @@ class MemoryKeyStore:
     (SQLite by default) for keys that must outlive a restart.
     """
 
-    #: No I/O: async drivers call the sync methods directly (see ``drive_async``).
-    nonblocking = True
+    #: No I/O: an async caller may call the sync methods directly (``NonBlocking``).
+    nonblocking: Final = True
 
     def __init__(self, records: Sequence[KeyRecord] = ()) -> None:
         self._records: dict[str, KeyRecord] = {}

@@ -1,34 +1,39 @@
-"""The request-level decisions of both middlewares, in one place and without I/O.
+"""The request pipeline both middlewares share, in one place and without I/O.
 
-:func:`request_flow` reads a neutral view of a request (path, scheme, client
-address, the credential headers, query string, content type) and decides:
-where the credential is (``Authorization: Bearer`` or the optional API-key
-header), whether the request is malformed (duplicate or comma-joined headers,
-both headers at once, a key in the URL or in a form body), whether a key came
-over plain HTTP, and finally what the key manager's verification flow says
-(``yield from``). The ASGI and WSGI middlewares are thin shells that build the
-view, drive this generator (``drive_async`` / ``drive_sync``) and turn the
-outcome into HTTP. A form body is read only when it could hold the key, by a
-``("body", "read_form", (limit,))`` call that each shell performs its own way.
+:func:`request_flow` reads a :class:`RequestView` (path, scheme, client
+address, the credential headers, query string, content type) and runs the
+pipeline::
+
+    credential extraction -> a verifier chosen by the credential's shape
+    -> one admission step (state, scopes, the use) -> rate limits
+    -> Principal, or a Denial
+
+Extraction decides where the credential is (``Authorization: Bearer`` or the
+optional API-key header) and whether the request is malformed (duplicate or
+comma-joined headers, both headers at once, a key in the URL or in a form
+body, a key over plain HTTP). Each verifier turns a credential into a
+:class:`~keyguard._verify.Verified` or a denial; whatever verified it, the
+admission step, the limits, the failure budget and the error responses are
+the same. The ASGI and WSGI middlewares are thin shells that build the view,
+drive this flow (``drive_async`` / ``drive_sync``) and turn its verdict into
+HTTP. A form body is read only when it could hold the key, by a
+:class:`~keyguard._steps.ReadForm` step that each shell performs its own way.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import unquote_plus
 
+from ._clock import Clock
+from ._denials import RULES, Denial, DenialReason
+from ._drive import Flow, never_blocks
 from ._errors import StorageError
-from ._flow import (
-    Denial,
-    DenialReason,
-    Flow,
-    VerifySettings,
-    authenticate_flow,
-)
-from ._http import STATUS_BY_REASON, Responder
+from ._http import Responder
+from ._keys import KeyFormat
+from ._last_used import LastUsedRecorder
 from ._limits import (
-    HeaderRenderer,
     RateLimits,
     blocked_denial,
     failure_flow,
@@ -37,18 +42,21 @@ from ._limits import (
 )
 from ._options import MiddlewareOptions, options_for
 from ._records import Principal
+from ._steps import Backends, HitLimit, ReadForm
+from ._verify import Verified, admit_flow
 from .ratelimit import RateLimitDecision
 
 __all__ = [
     "ANONYMOUS",
     "MISSING_KEY",
     "Anonymous",
-    "Gate",
-    "Outcome",
+    "Pipeline",
+    "RequestView",
+    "Verdict",
+    "Verifier",
     "log_decision",
     "param_name",
     "request_flow",
-    "wire",
 ]
 
 access_logger: Final = logging.getLogger("keyguard.access")
@@ -177,16 +185,6 @@ def _credential(
     if authorization is not None:
         if api_key is not None:
             return _invalid(_BOTH_HEADERS.format(options.api_key_header))
-        scheme, _, token = authorization.partition(" ")
-        # "Bearer <key>" exactly (one space, one key, nothing around it) needs no examining.
-        if (
-            scheme == "Bearer"
-            and token
-            and " " not in token
-            and "," not in token
-            and "\t" not in token
-        ):
-            return token
         return _bearer(authorization, prefix)
     if api_key is None:
         return None
@@ -196,103 +194,187 @@ def _credential(
     return token or _invalid(f"the {options.api_key_header} header is empty")
 
 
+def _is_form(content_type: str) -> bool:
+    return content_type.partition(";")[0].strip(" \t").lower() == _FORM_TYPE
+
+
 def _form_flow(options: MiddlewareOptions, content_type: str | None) -> Flow[Denial | None]:
-    """Refuse a key in a form body; the body is read only if it is a form."""
-    if (
-        content_type is None
-        or not options._param_names
-        or content_type.partition(";")[0].strip(" \t").lower() != _FORM_TYPE
-    ):
+    """Refuse a key in a form body; the body is read only if it is a form.
+
+    Several ``Content-Type`` headers (joined by ``,``) of which one is a form
+    are refused: frameworks disagree on which of them counts, and the key
+    could reach the app through the one this check did not read.
+    """
+    if content_type is None or not options._param_names:
+        return None
+    if "," in content_type and any(_is_form(part) for part in content_type.split(",")):
+        return _invalid("send one Content-Type header")
+    if not _is_form(content_type):
         return None
     try:
-        body: bytes | None = yield ("body", "read_form", (options.max_form_bytes,))
+        body = yield from ReadForm(options.max_form_bytes)
     except StorageError:
         return None
     name = None if not body else _param_in(body.decode("latin-1"), options._param_names)
     return None if name is None else _invalid(_NOT_IN_BODY.format(name))
 
 
-class Gate:
-    """What one middleware decides requests with; built once, used by every request.
+class RequestView:
+    """What the pipeline reads of one request, whichever server it came through.
 
-    Args:
-        options: The middleware's options.
-        settings: The key manager's verification settings.
-        environment: The environment keys must be of, or None.
-        limits: The rate limits, when the middleware has a limiter.
+    Header values are the latin-1 text the server received; duplicates of a
+    header arrive joined by ``,`` (as WSGI servers join them).
     """
 
-    __slots__ = ("environment", "limits", "options", "prefix", "settings")
+    __slots__ = (
+        "api_key",
+        "authorization",
+        "client",
+        "content_type",
+        "method",
+        "path",
+        "query_string",
+        "scheme",
+    )
 
     def __init__(
         self,
-        options: MiddlewareOptions,
-        settings: VerifySettings,
-        environment: str | None,
-        limits: RateLimits | None,
+        method: str,
+        path: str,
+        scheme: str,
+        client: str | None,
+        authorization: str | None,
+        api_key: str | None,
+        query_string: str,
+        content_type: str | None,
     ) -> None:
-        self.options = options
-        self.settings = settings
-        self.environment = environment
-        self.limits = limits
-        self.prefix = settings.key_format.prefix
+        self.method = method
+        self.path = path
+        self.scheme = scheme
+        self.client = client
+        self.authorization = authorization
+        self.api_key = api_key
+        self.query_string = query_string
+        self.content_type = content_type
 
-    def __repr__(self) -> str:
-        return f"Gate(options={self.options!r}, limits={self.limits!r})"
+    def __repr__(self) -> str:  # never the credentials
+        return f"RequestView({self.method!r}, {self.path!r}, client={self.client!r})"
 
 
-def wire(
-    manager: Any, options: MiddlewareOptions | None, limiter: object
-) -> tuple[MiddlewareOptions, Gate, HeaderRenderer, Responder, dict[str, Any]]:
-    """What either middleware builds once from its key manager, options and limiter:
-    the options, the gate, the rate-limit header renderer, the responder, and the
-    targets the request flow's calls go to."""
-    options, environment = options_for(manager, options)
-    limits = None if limiter is None else RateLimits(options, manager.clock.monotonic)
-    return (
-        options,
-        Gate(options, manager._settings, environment, limits),
-        HeaderRenderer(options.legacy_rate_limit_headers),
-        Responder(options.realm),
-        {"store": manager.store, "limiter": limiter},
+class Verifier(Protocol):
+    """**Protocol**: turns a bearer credential into what it proves, or a denial.
+
+    A verifier is chosen by the credential's shape; whatever it proves is then
+    admitted the same way (state, scopes, limits, failure budget).
+    """
+
+    def verify(self, token: str) -> Flow[Verified | Denial]:
+        """Verify ``token``; never raise for anything the client sent."""
+        ...
+
+
+class ShapedVerifier(Verifier, Protocol):
+    """**Protocol**: a verifier for credentials of one shape (a JWT, say)."""
+
+    def claims(self, token: str) -> bool:
+        """Whether ``token`` has this verifier's shape. No I/O."""
+        ...
+
+
+class _Manager(Protocol):
+    """What a pipeline needs of a key manager."""
+
+    @property
+    def verifier(self) -> Any: ...
+    @property
+    def store(self) -> Any: ...
+    @property
+    def environment(self) -> str | None: ...
+    @property
+    def last_used(self) -> LastUsedRecorder | None: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def key_format(self) -> KeyFormat: ...
+
+
+class Pipeline:
+    """What one middleware decides requests with; built once, used by every request.
+
+    Args:
+        manager: The key manager: its verifier, store, clock and last-used recorder.
+        options: The middleware's options (default: all defaults).
+        limiter: The rate limiter, or None.
+        verifiers: Verifiers for other credential shapes, asked in order before
+            the key verifier, which takes every credential none of them claims.
+
+    Raises:
+        TypeError: ``options`` is not a ``MiddlewareOptions``.
+        ValueError: The options name an environment the key format lacks.
+    """
+
+    __slots__ = (
+        "backends",
+        "key_prefix",
+        "key_verifier",
+        "last_used",
+        "limits",
+        "never_blocks",
+        "now",
+        "options",
+        "responder",
+        "shaped",
     )
 
+    def __init__(
+        self,
+        manager: _Manager,
+        options: MiddlewareOptions | None,
+        limiter: object,
+        verifiers: tuple[ShapedVerifier, ...] = (),
+    ) -> None:
+        self.options, environment = options_for(manager, options)
+        self.key_verifier: Verifier = manager.verifier.for_environment(environment)
+        self.shaped = verifiers
+        self.limits = None if limiter is None else RateLimits(self.options, manager.clock.monotonic)
+        self.responder = Responder(self.options.realm)
+        self.backends = Backends(manager.store, limiter)
+        #: True when no backend ever waits for I/O: an async shell may drive synchronously.
+        self.never_blocks = never_blocks(manager.store, limiter)
+        self.now = manager.clock.now
+        self.last_used = manager.last_used
+        self.key_prefix = manager.key_format.prefix
 
-#: What a request flow ends in: the Principal (None: anonymous) or a Denial, and the
+    def __repr__(self) -> str:
+        return f"Pipeline(options={self.options!r}, limits={self.limits!r})"
+
+    def verifier_for(self, token: str) -> Verifier:
+        """The verifier of ``token``'s shape."""
+        for verifier in self.shaped:
+            if verifier.claims(token):
+                return verifier
+        return self.key_verifier
+
+
+#: What the request flow decides: the Principal (None: anonymous) or a Denial, and the
 #: rate-limit decision whose headers the app's response gets (None: no headers).
-Outcome = tuple[Principal | Denial | None, RateLimitDecision | None]
+Verdict = tuple[Principal | Denial | None, RateLimitDecision | None]
 
 
-def request_flow(
-    gate: Gate,
-    method: str,
-    path: str,
-    scheme: str,
-    client: str | None,
-    authorization: str | None,
-    api_key: str | None,
-    query_string: str,
-    content_type: str | None,
-) -> Flow[Outcome]:
-    """Decide one request to a protected path.
-
-    Header values are the latin-1 text the server received; duplicates of a
-    header arrive joined by ``,`` (as WSGI servers do). A form body, when it
-    must be inspected, is read with the call ``("body", "read_form", (limit,))``,
-    which returns its bytes or ``None`` (too large, unreadable). With a
-    limiter, the call ``("limiter", "hit", ...)`` counts the request.
-    """
-    options = gate.options
-    if query_string and options._param_names:
-        name = _param_in(query_string, options._param_names)
+def request_flow(pipeline: Pipeline, view: RequestView) -> Flow[Verdict]:
+    """Decide one request to a protected path."""
+    options = pipeline.options
+    if view.query_string and options._param_names:
+        name = _param_in(view.query_string, options._param_names)
         if name is not None:
             return _invalid(_NOT_IN_URL.format(name)), None
-    token = _credential(options, gate.prefix, authorization, api_key)
-    limits = gate.limits
+    token = _credential(options, pipeline.key_prefix, view.authorization, view.api_key)
+    limits = pipeline.limits
+    client = view.client
     address = "unknown" if client is None else client
     principal: Principal | None = None
     if token is None:
-        refusal = yield from _form_flow(options, content_type)
+        refusal = yield from _form_flow(options, view.content_type)
         if refusal is not None:
             return refusal, None
         if not options.optional:
@@ -303,30 +385,33 @@ def request_flow(
     else:
         if isinstance(token, Denial):
             return token, None
-        if options.require_https and scheme not in _SECURE_SCHEMES and not _is_local(client):
+        if options.require_https and view.scheme not in _SECURE_SCHEMES and not _is_local(client):
             return _invalid(_NOT_HTTPS), None
         if limits is not None and limits._blocked:  # some address is blocked: is this one?
             wait = limits.blocked_for(address)
             if wait:
                 return blocked_denial(wait), None
-        result = yield from authenticate_flow(
-            gate.settings,
-            token,
-            required_scopes=options.required_scopes,
-            environment=gate.environment,
-        )
+        verified = yield from pipeline.verifier_for(token).verify(token)
+        if isinstance(verified, Denial):
+            result: Principal | Denial = verified
+        else:
+            result = yield from admit_flow(
+                verified, options.required_scopes, pipeline.now, pipeline.last_used
+            )
+        if isinstance(result, Denial):
+            if limits is not None:
+                result = yield from failure_flow(limits, address, result)
+            return result, None
         if limits is None:
             return result, None
-        if isinstance(result, Denial):
-            return (yield from failure_flow(limits, address, result)), None
         principal, counted, key_policy = result, result.key_id, result.rate_limit
-    # The request is accepted: count it against every policy that applies, at once.
-    policies = limits.policies(key_policy, method, path)
+    # The request is admitted: count it against every policy that applies, at once.
+    policies = limits.policies(key_policy, view.method, view.path)
     if not policies:
         return principal, None
     key_id = None if principal is None else principal.key_id
     try:
-        decision: RateLimitDecision = yield ("limiter", "hit", (counted, policies))
+        decision = yield from HitLimit(counted, policies)
     except StorageError:
         # keyguard's limiters answer with on_backend_error instead; another one may raise.
         return limiter_unavailable(key_id), None
@@ -354,7 +439,7 @@ def log_decision(
     formatters); path, method and client are escaped.
     """
     if isinstance(result, Denial):
-        status = STATUS_BY_REASON[result.reason]
+        status = RULES[result.reason].status
         level = logging.ERROR if status == 503 else logging.INFO
     else:
         level = logging.DEBUG if result is None else logging.INFO
