@@ -559,3 +559,101 @@ def test_rotate_refuses_a_key_revoked_elsewhere_while_cached(make: Factory) -> N
     replacements = [r for r in backing.list_keys() if r.key_id != old.key_id]
     assert len(replacements) == 1
     assert replacements[0].revoked_at is not None
+
+
+def test_a_repeated_wrong_secret_costs_one_slow_hash(
+    make: Factory, fast_bcrypt: PasslibHasher
+) -> None:
+    calls = []
+
+    class Spy(PasslibHasher):
+        def verify(self, secret: str, stored: str) -> bool:
+            calls.append(secret)
+            return super().verify(secret, stored)
+
+    spy = Spy(fast_bcrypt._context)
+    env = make(legacy_hashers=[spy], key_format=KeyFormat(accept_split_keys=True))
+    env.manager.import_key("legacy05", spy.hash("s3cret"), owner="acme")
+    for _ in range(3):
+        denial = env.manager.authenticate("legacy05.wrong")
+        assert isinstance(denial, Denial)
+        assert denial.reason is DenialReason.WRONG_SECRET
+    assert calls == ["wrong"], "a wrong secret seen before is refused without a slow hash"
+    denial = env.manager.authenticate("legacy05.other")
+    assert isinstance(denial, Denial)
+    assert calls == ["wrong", "other"], "a different wrong secret still costs one"
+    assert isinstance(env.manager.authenticate("legacy05.s3cret"), Principal)
+
+
+def test_slow_hashes_run_in_worker_threads_under_the_async_manager(
+    fast_bcrypt: PasslibHasher,
+) -> None:
+    import threading
+
+    threads = []
+
+    class Spy(PasslibHasher):
+        def verify(self, secret: str, stored: str) -> bool:
+            threads.append(threading.current_thread().name)
+            return super().verify(secret, stored)
+
+    spy = Spy(fast_bcrypt._context)
+    manager = AsyncKeyManager(
+        MemoryKeyStore(), legacy_hashers=[spy], key_format=KeyFormat(accept_split_keys=True)
+    )
+
+    async def use() -> Any:
+        await manager.import_key("legacy06", spy.hash("s3cret"), owner="acme")
+        try:
+            return await manager.authenticate("legacy06.s3cret")
+        finally:
+            await manager.aclose()
+
+    assert isinstance(asyncio.run(use()), Principal)
+    assert len(threads) == 1
+    assert threads[0].startswith("keyguard-slow-hash")
+
+
+def test_more_slow_hashes_than_workers_and_queue_get_503(fast_bcrypt: PasslibHasher) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from keyguard import SlowHashWorkers
+
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    class Blocking(PasslibHasher):
+        def verify(self, secret: str, stored: str) -> bool:
+            entered.release()
+            release.wait(10)
+            return super().verify(secret, stored)
+
+    blocking = Blocking(fast_bcrypt._context)
+    workers = SlowHashWorkers(threads=1, waiting=1)
+    manager = KeyManager(
+        MemoryKeyStore(),
+        legacy_hashers=[blocking],
+        key_format=KeyFormat(accept_split_keys=True),
+        slow_hashes=workers,
+        verified_cache=False,
+        token_memo=False,
+    )
+    manager.import_key("legacy07", blocking.hash("s3cret"), owner="acme")
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(manager.authenticate, "legacy07.s3cret")
+        assert entered.acquire(timeout=10)
+        queued = pool.submit(manager.authenticate, "legacy07.s3cret")
+        for _ in range(1000):  # until the second one waits for its turn
+            if workers.pending == 2:
+                break
+            release.wait(0.01)
+        assert workers.pending == 2
+        # One runs, one waits: the next finds no room and is refused at once.
+        denial = manager.authenticate("legacy07.s3cret")
+        assert isinstance(denial, Denial)
+        assert denial.reason is DenialReason.STORE_UNAVAILABLE
+        assert denial.retry_after == 1
+        release.set()
+        assert isinstance(running.result(10), Principal)
+        assert isinstance(queued.result(10), Principal)

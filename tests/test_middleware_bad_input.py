@@ -194,6 +194,18 @@ TABLE = [
     pytest.param(query(b"%61pi%5Fkey=1"), BAD, id="query-percent-encoded"),
     pytest.param(form(b"a=1&access_token=sk_live_x"), BAD, id="form-body-key"),
     pytest.param(form(b"name=x&amount=3"), NONE, id="form-body-without-key"),
+    pytest.param(
+        lambda k: Request(
+            method="POST",
+            headers=[
+                (b"content-type", b"application/x-www-form-urlencoded"),
+                (b"content-type", b"text/plain"),
+            ],
+            body=b"api_key=sk_live_x",
+        ),
+        BAD,
+        id="two-content-types-one-a-form",
+    ),
     pytest.param(bearer(lambda k: k.wrong_prefix), INVALID, id="wrong-prefix"),
     pytest.param(bearer(lambda k: k.test_env), INVALID, id="wrong-environment"),
     pytest.param(bearer(lambda k: k.bad_checksum), INVALID, id="bad-checksum"),

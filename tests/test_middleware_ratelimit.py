@@ -139,6 +139,31 @@ async def test_failed_authentications_block_the_address(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("state", ["revoked", "expired", "wrong_environment"])
+async def test_refusals_of_a_proven_holder_spend_no_failure_budget(
+    h: Harness, limiter: MemoryRateLimiter, state: str
+) -> None:
+    # The client proved it holds the key: a rotation without grace, say, must not lock
+    # its address out of the new key.
+    from datetime import timedelta
+
+    options = MiddlewareOptions(failure_limit="3/minute", environment="live")
+    call = h.build(options, limiter=limiter)
+    if state == "revoked":
+        old = h.manager.create("acme")
+        h.manager.revoke(old.key_id)
+        token = old.token
+    elif state == "expired":
+        token = h.key(expires_in=timedelta(seconds=1))
+        h.clock.advance(2)
+    else:
+        token = h.key(environment="test")
+    for _ in range(6):
+        assert (await call(with_key(token))).status == 401
+    assert (await call(with_key(h.key()))).status == 200
+
+
+@pytest.mark.anyio
 async def test_unknown_key_and_wrong_secret_stay_identical_under_limits(
     h: Harness, limiter: MemoryRateLimiter
 ) -> None:

@@ -551,8 +551,9 @@ class AsyncKeyManager(_KeyOperations):
         )
         self.store = store
         self._io = Backends(store)
-        #: An in-memory store: its flows run synchronously, sparing a coroutine per step.
-        self._never_blocks = never_blocks(store)
+        #: An in-memory store and no slow hash: flows run synchronously, sparing a coroutine
+        #: per step.
+        self._never_blocks = never_blocks(store) and not self.verifier.may_block
 
     async def _run(self, flow: Flow[T]) -> T:
         if self._never_blocks:

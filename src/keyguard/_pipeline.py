@@ -268,6 +268,12 @@ class Verifier(Protocol):
     admitted the same way (state, scopes, limits, failure budget).
     """
 
+    @property
+    def may_block(self) -> bool:
+        """Whether a step of :meth:`verify` can wait (a slow hash, a fetch): then an async
+        shell must drive it asynchronously, even over in-memory backends."""
+        ...
+
     def verify(self, token: str) -> Flow[Verified | Denial]:
         """Verify ``token``; never raise for anything the client sent."""
         ...
@@ -340,7 +346,9 @@ class Pipeline:
         self.responder = Responder(self.options.realm)
         self.backends = Backends(manager.store, limiter)
         #: True when no backend ever waits for I/O: an async shell may drive synchronously.
-        self.never_blocks = never_blocks(manager.store, limiter)
+        self.never_blocks = never_blocks(manager.store, limiter) and not any(
+            v.may_block for v in (self.key_verifier, *verifiers)
+        )
         self.now = manager.clock.now
         self.last_used = manager.last_used
         self.key_prefix = manager.key_format.prefix

@@ -108,7 +108,7 @@ class SlowHashWorkers:
                 raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
         self.threads = threads
         self.waiting = waiting
-        self._admitted = threading.BoundedSemaphore(threads + waiting)
+        self._pending = 0
         self._running = threading.BoundedSemaphore(threads)
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -116,12 +116,23 @@ class SlowHashWorkers:
     def __repr__(self) -> str:
         return f"SlowHashWorkers(threads={self.threads}, waiting={self.waiting})"
 
+    @property
+    def pending(self) -> int:
+        """Verifications running or waiting for a turn now."""
+        return self._pending
+
     def _admit(self) -> None:
-        if not self._admitted.acquire(blocking=False):
-            raise StorageError(
-                f"too many slow-hash verifications at once ({self.threads} running, "
-                f"{self.waiting} waiting)"
-            )
+        with self._lock:
+            if self._pending >= self.threads + self.waiting:
+                raise StorageError(
+                    f"too many slow-hash verifications at once ({self.threads} running, "
+                    f"{self.waiting} waiting)"
+                )
+            self._pending += 1
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._pending -= 1
 
     def verify(self, hasher: SecretHasher, secret: str, stored: str) -> bool:
         """``hasher.verify`` on this thread, within the bound."""
@@ -130,7 +141,7 @@ class SlowHashWorkers:
             with self._running:
                 return hasher.verify(secret, stored)
         finally:
-            self._admitted.release()
+            self._leave()
 
     async def averify(self, hasher: SecretHasher, secret: str, stored: str) -> bool:
         """``hasher.verify`` in a worker thread, within the bound."""
@@ -145,7 +156,7 @@ class SlowHashWorkers:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(executor, hasher.verify, secret, stored)
         finally:
-            self._admitted.release()
+            self._leave()
 
     def close(self) -> None:
         """Stop the worker threads (after the hashes they run)."""
@@ -228,6 +239,11 @@ class KeyVerifier:
 
     def __repr__(self) -> str:
         return f"KeyVerifier(key_format={self.key_format!r}, environment={self.environment!r})"
+
+    @property
+    def may_block(self) -> bool:
+        """True when a slow hasher is configured: its steps must run off the event loop."""
+        return any(h.slow for h in (self.hasher, *self.legacy_hashers))
 
     def for_environment(self, environment: str | None) -> KeyVerifier:
         """This verifier, for keys of ``environment`` (None: any)."""
@@ -428,6 +444,11 @@ class MemoizedKeyVerifier:
 
     def __repr__(self) -> str:
         return f"MemoizedKeyVerifier({self.verifier!r}, {self.memo!r})"
+
+    @property
+    def may_block(self) -> bool:
+        """See :attr:`KeyVerifier.may_block`."""
+        return self.verifier.may_block
 
     def for_environment(self, environment: str | None) -> MemoizedKeyVerifier:
         """This verifier, for keys of ``environment``; the memo is shared."""
