@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyguard._limits import admitted_headers, headers_of
+from keyguard._limits import admitted_headers, admitted_raw_headers, headers_of
 from keyguard.ratelimit import Policy, PolicyState, RateLimitDecision
 
 _policies = st.builds(
@@ -35,4 +35,8 @@ def _decisions(draw: st.DrawFn) -> RateLimitDecision:
 @settings(max_examples=300)
 @given(_decisions(), st.booleans())
 def test_admitted_headers_equal_the_reference(decision: RateLimitDecision, legacy: bool) -> None:
-    assert admitted_headers(decision, legacy) == headers_of(decision, legacy)
+    expected = headers_of(decision, legacy)
+    assert admitted_headers(decision, legacy) == expected
+    assert admitted_raw_headers(decision, legacy) == [
+        (k.encode("latin-1"), v.encode("latin-1")) for k, v in expected
+    ]

@@ -26,6 +26,7 @@ from .ratelimit import Policy, RateLimitDecision, applicable_policies, rate_limi
 __all__ = [
     "RateLimits",
     "admitted_headers",
+    "admitted_raw_headers",
     "blocked_denial",
     "failure_flow",
     "headers_of",
@@ -120,6 +121,18 @@ def admitted_headers(decision: RateLimitDecision, legacy: bool) -> list[tuple[st
     return [
         ("ratelimit-policy", policy._header_item),
         ("ratelimit", f"{policy._state_prefix}{remaining};t={math.ceil(reset)}"),
+    ]
+
+
+def admitted_raw_headers(decision: RateLimitDecision, legacy: bool) -> list[tuple[bytes, bytes]]:
+    """:func:`admitted_headers` as the byte pairs ASGI sends."""
+    states = decision.states
+    if legacy or len(states) != 1:
+        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers_of(decision, legacy)]
+    policy, remaining, reset = states[0]
+    return [
+        (b"ratelimit-policy", policy._header_item_raw),
+        (b"ratelimit", b"%b%d;t=%d" % (policy._state_prefix_raw, remaining, math.ceil(reset))),
     ]
 
 

@@ -27,7 +27,7 @@ from ._verify import (
     MemoizedKeyVerifier,
     SlowHashWorkers,
     TokenMemo,
-    admit_flow,
+    admit,
     touch_flow,
 )
 from .ratelimit._policy import Policy
@@ -155,7 +155,12 @@ class _KeyOperations:
         verified = yield from self.verifier.verify(token)
         if isinstance(verified, Denial):
             return verified
-        return (yield from admit_flow(verified, required_scopes, self.clock.now, self.last_used))
+        result = admit(verified, required_scopes, self.clock.now)
+        if not isinstance(result, Denial) and self.last_used is not None:
+            batch = self.last_used.note(result.key_id, self.clock.now)
+            if batch:
+                yield from touch_flow(self.last_used, batch)
+        return result
 
     def _create(
         self,

@@ -5,14 +5,14 @@ principal and the stored record behind it) or a :class:`~keyguard.Denial`;
 the pipeline picks one by the credential's shape. :class:`KeyVerifier` checks
 keyguard API keys, and :class:`MemoizedKeyVerifier` wraps it with a
 :class:`TokenMemo`, so a token seen again against the very same record costs
-no parse and no hash. Whatever verified it, :func:`admit_flow` then decides
-the same way: the record's state, the scopes, the use to record.
+no parse and no hash. Whatever verified it, :func:`admit` then decides
+the same way: the record's state, then the scopes.
 
 The order of :meth:`KeyVerifier.verify` is part of keyguard's security:
 parse and checksum (no I/O) -> environment of the token (no I/O) -> one
 store lookup -> the secret (an unknown key_id costs the same hashing as a
 wrong secret) -> environment of the record. The state (revoked, expired) is
-reported only once the secret verified, by :func:`admit_flow`.
+reported only once the secret verified, by :func:`admit`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ __all__ = [
     "SlowHashWorkers",
     "TokenMemo",
     "Verified",
-    "admit_flow",
+    "admit",
     "scope_denial",
     "store_unavailable",
     "token_digest",
@@ -387,7 +387,7 @@ class TokenMemo:
         ValueError: ``max_size`` is not a whole number of at least 1.
     """
 
-    __slots__ = ("_entries", "_lock", "max_size")
+    __slots__ = ("_entries", "_lock", "get", "max_size")
 
     def __init__(self, max_size: int = 10_000) -> None:
         if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
@@ -395,16 +395,15 @@ class TokenMemo:
         self.max_size = max_size
         self._entries: OrderedDict[bytes, tuple[KeyVerifier, Verified]] = OrderedDict()
         self._lock = threading.Lock()
+        #: The verifier and result remembered for a digest, or None: the dict's own ``get``,
+        #: as it runs on every request.
+        self.get = self._entries.get
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __repr__(self) -> str:
         return f"TokenMemo(size={len(self)}, max_size={self.max_size})"
-
-    def get(self, digest: bytes) -> tuple[KeyVerifier, Verified] | None:
-        """The verifier and result remembered for ``digest``, or None."""
-        return self._entries.get(digest)
 
     def remember(self, digest: bytes, verifier: KeyVerifier, verified: Verified) -> None:
         entries = self._entries
@@ -508,30 +507,22 @@ def _state_denial(record: KeyRecord, now: Callable[[], datetime]) -> Denial | No
     return None
 
 
-def admit_flow(
-    verified: Verified,
-    required_scopes: Collection[str],
-    now: Callable[[], datetime],
-    last_used: LastUsedRecorder | None,
-) -> Flow[Principal | Denial]:
+def admit(
+    verified: Verified, required_scopes: Collection[str], now: Callable[[], datetime]
+) -> Principal | Denial:
     """Admit what a verifier proved, whichever verifier it was: the record's state
-    (revoked, expired), the scopes, and the use, noted for the batched
-    ``last_used_at`` write (whose failure never denies the request)."""
+    (revoked, expired), then the scopes. No I/O."""
     record = verified.record
-    principal = verified.principal
     # Neither revoked nor expiring: active, as status() says, without its call per request.
     if record is not None and (record.revoked_at is not None or record.expires_at is not None):
         refusal = _state_denial(record, now)
         if refusal is not None:
             return refusal
+    principal = verified.principal
     if required_scopes:
         refusal = scope_denial(principal.key_id, principal.scopes, required_scopes)
         if refusal is not None:
             return refusal
-    if last_used is not None and record is not None:
-        batch = last_used.note(record.key_id, now)
-        if batch:
-            yield from touch_flow(last_used, batch)
     return principal
 
 

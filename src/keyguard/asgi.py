@@ -24,7 +24,7 @@ from typing import Final
 
 from ._denials import Denial
 from ._drive import drive_async, drive_sync
-from ._limits import admitted_headers
+from ._limits import admitted_raw_headers
 from ._manager import AsyncKeyManager
 from ._options import MiddlewareOptions
 from ._pipeline import ANONYMOUS, Pipeline, RequestView, log_decision, request_flow
@@ -205,13 +205,7 @@ class KeyguardMiddleware:
             receive = reader.replay
         if decision is not None and kind == "http":
             send = _adding_headers(
-                send,
-                [
-                    (name.encode("latin-1"), value.encode("latin-1"))
-                    for name, value in admitted_headers(
-                        decision, self.options.legacy_rate_limit_headers
-                    )
-                ],
+                send, admitted_raw_headers(decision, self.options.legacy_rate_limit_headers)
             )
         await self.app(scope, receive, send)
 

@@ -68,6 +68,8 @@ class Policy:
     _params: Params = field(init=False, repr=False, compare=False)
     _header_item: str = field(init=False, repr=False, compare=False)
     _state_prefix: str = field(init=False, repr=False, compare=False)
+    _header_item_raw: bytes = field(init=False, repr=False, compare=False)
+    _state_prefix_raw: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
@@ -113,6 +115,8 @@ class Policy:
             item += f";w={self.window_ms // 1000}"
         object.__setattr__(self, "_header_item", item)
         object.__setattr__(self, "_state_prefix", f'"{self.name}";r=')
+        object.__setattr__(self, "_header_item_raw", item.encode("ascii"))
+        object.__setattr__(self, "_state_prefix_raw", self._state_prefix.encode("ascii"))
 
     @property
     def window_ms(self) -> int:
