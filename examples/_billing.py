@@ -34,8 +34,9 @@ PUBLIC_PATHS = ("/health",)
 #: The loggers on which servers log what a client sent: each request line, URL included
 #: (the access logs; werkzeug's development server), an invalid request line (gunicorn's
 #: error log, even at its default level), each request's ASGI scope, query string and path
-#: included (uvicorn's trace log, ``uvicorn.asgi``, at ``--log-level trace``), and the path
-#: of a request whose app raised (``uvicorn.error``, ``waitress``).
+#: included (uvicorn's trace log, ``uvicorn.asgi``, at ``--log-level trace``), an app's
+#: exception and traceback (``uvicorn.error``), the path of a request whose app raised
+#: (``waitress``).
 SERVER_LOGGERS = (
     "uvicorn.access",
     "uvicorn.error",

@@ -93,8 +93,9 @@ class FailureLog:
     """Logs repeated failures once per interval and kind, with a count of the rest.
 
     A *kind* is what failed (``what``) and the exception's type with the types
-    of its causes, so a database that refuses connections and one that times
-    out are two kinds, each logged with its traceback. Within ``interval``
+    of its causes, so a database that is down and a bug in a custom store (a
+    ``TypeError``) are two kinds, each logged with its traceback; the message
+    is not part of the kind (it may name a key or an address). Within ``interval``
     seconds of a kind's logged failure, further failures of that kind are only
     counted; the next one after the interval is logged in full again, preceded
     by one line with the count::
