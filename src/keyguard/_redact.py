@@ -79,12 +79,14 @@ class RedactKeys(logging.Filter):
       in a line a split key cannot be told from a host or file name
       (``api.example.com``), so it is left alone.
 
-    The record's arguments are rewritten one by one and keep their types, so
-    formatters that read them (uvicorn's access formatter does, gunicorn's
-    access log formats a mapping that answers ``-`` for a missing atom) keep
-    working. Only when a key is left in the formatted text (in the message
-    itself, split between the message and an argument, inside a list) does
-    the record become its redacted text, without arguments. A traceback that
+    The filter reads the record's formatted line; most lines hold nothing to
+    take out, and their record is left as it is. Otherwise the record's
+    arguments are rewritten one by one and keep their types, so formatters
+    that read them (uvicorn's access formatter does, gunicorn's access log
+    formats a mapping that answers ``-`` for a missing atom) keep working.
+    Only when a key is left in the formatted text (in the message itself,
+    split between the message and an argument, inside a list) does the record
+    become its redacted text, without arguments. A traceback that
     holds a key becomes its redacted text (``exc_text``; ``exc_info`` is
     cleared, so no formatter prints the original). The filter never drops a
     record, and a record that cannot be formatted passes on to its handler::
@@ -138,6 +140,12 @@ class RedactKeys(logging.Filter):
             re.escape(name).replace(r"\-", "-").replace("-", "[-_]")
             for name in sorted(self.header_names, key=len, reverse=True)
         )
+        # Searched in the lowercased text (faster than IGNORECASE).
+        self._credential_hint = re.compile(f"bearer|{headers}")
+        # A parameter name may be percent-encoded (``Api%5FKey``) or hold a ``+`` (a space).
+        self._param_hint = re.compile(
+            "|".join([r"%", r"\+", *map(re.escape, sorted(self.query_param_names))])
+        )
         # Where a line shows a credential: after a header's name and its separator (as
         # text, JSON, a repr of a header list or of a WSGI environ), after an optional
         # scheme; or after the word Bearer.
@@ -160,8 +168,11 @@ class RedactKeys(logging.Filter):
     def redact(self, text: str) -> str:
         """``text`` without the secret part of any key, nor any credential or key parameter
         value."""
-        text = self._credential.sub(self._redact_credential, text)
-        if "=" in text:
+        # Each rule runs only when its words are in the text: most log lines hold none.
+        lower = text.lower()
+        if self._credential_hint.search(lower) is not None:
+            text = self._credential.sub(self._redact_credential, text)
+        if "=" in text and self._param_hint.search(lower) is not None:
             text = self._redact_params(text)
         if self._prefix in text:
             text = self._token.sub(rf"\1{REDACTED}", text)
@@ -234,11 +245,14 @@ class RedactKeys(logging.Filter):
         return True
 
     def _redact_message(self, record: logging.LogRecord) -> None:
-        args = record.args
-        if isinstance(args, tuple):
-            record.args = tuple(self.redact(a) if isinstance(a, str) else a for a in args)
-        elif isinstance(args, Mapping):
-            record.args = self._redact_mapping(args)
+        try:
+            message = record.getMessage()
+        except Exception:
+            self._redact_args(record)  # the handler prints them when it reports the record
+            return
+        if self.redact(message) == message:
+            return  # the common case: nothing to take out of the line
+        self._redact_args(record)
         # What is left: a key in the message itself, or split between the message and an
         # argument, or inside an argument that is not a string. Then the record becomes its
         # redacted text, without arguments.
@@ -246,6 +260,13 @@ class RedactKeys(logging.Filter):
         redacted = self.redact(message)
         if redacted != message:
             record.msg, record.args = redacted, ()
+
+    def _redact_args(self, record: logging.LogRecord) -> None:
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(self.redact(a) if isinstance(a, str) else a for a in args)
+        elif isinstance(args, Mapping):
+            record.args = self._redact_mapping(args)
 
     def _redact_traceback(self, record: logging.LogRecord) -> None:
         """A traceback or stack that quotes a key becomes its redacted text."""
