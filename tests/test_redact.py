@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -374,3 +375,21 @@ def test_a_stack_that_quotes_a_key_is_redacted() -> None:
     RedactKeys().filter(record)
     assert record.stack_info is not None
     assert _leaks(record.stack_info) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("x=" + "a(" * 32_000 + "key", id="one-value-of-many-brackets"),
+        pytest.param("?a=" * 21_000 + "key", id="many-parameters"),
+        pytest.param("Bearer " * 9_000 + "key=", id="many-bearers"),
+        pytest.param(TOKEN * 1_300, id="keys-run-together"),
+    ],
+)
+def test_a_long_hostile_line_takes_linear_time(text: str) -> None:
+    # A client writes the request line a server logs. At 64 KB a quadratic search takes
+    # tens of seconds here; a linear one takes milliseconds.
+    start = time.perf_counter()
+    redacted = RedactKeys().redact(text)
+    assert time.perf_counter() - start < 2.0
+    assert _leaks(redacted) == []

@@ -18,10 +18,13 @@ __all__ = ["DEFAULT_HEADER_NAMES", "REDACTED", "RedactKeys"]
 #: The request headers whose values are credentials, as servers may log them.
 DEFAULT_HEADER_NAMES = ("authorization", "proxy-authorization", "x-api-key")
 
-# One query parameter: what comes before its name (a separator, the start of a query
-# string, or a quote, space or bracket before a bare query string), its name, and its value
-# (up to the next separator, a space or a quote, which ends a URL inside a log line).
-_QUERY_PARAM = re.compile(r"(?:^|(?<=[?&;\s'\"(,]))([^=&;#?\s\"']+)=([^&;#\s\"']*)")
+# A query parameter's name and its "=": after a separator, the start of a query string,
+# or a quote, space or bracket before a bare query string. No name holds one of those
+# characters, so each character is read by one attempt at most: the search stays linear
+# in a long line a client wrote.
+_PARAM_NAME = re.compile(r"(?:^|(?<=[?&;\s'\"(,]))([^=&;#?\s\"'(,]+)=")
+# Its value: up to the next separator, a space or a quote, which ends a URL in a log line.
+_PARAM_VALUE = re.compile(r"[^&;#\s\"']*")
 # A header value: an optional scheme (``Basic``, ``Bearer``) and the credential.
 _SCHEMED = re.compile(r"([A-Za-z][\w-]*[ \t]+)(\S+)")
 _TCHAR = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -196,13 +199,14 @@ class RedactKeys(logging.Filter):
     def _redact_params(self, text: str) -> str:
         parts: list[str] = []
         done = pos = 0
-        while (match := _QUERY_PARAM.search(text, pos)) is not None:
-            if match[2] and param_name(match[1]) in self.query_param_names:
-                parts += (text[done : match.start(2)], self._secret_removed(match[2]))
-                done = pos = match.end()
-            else:
-                # Look inside the value too: ``?next=/invoices?api_key=...``.
-                pos = match.end(1) + 1
+        while (name := _PARAM_NAME.search(text, pos)) is not None:
+            pos = name.end()  # another name's value is read on: ``?next=/x?api_key=...``
+            if param_name(name[1]) not in self.query_param_names:
+                continue
+            value = _PARAM_VALUE.match(text, pos)
+            if value is not None and value[0]:
+                parts += (text[done:pos], self._secret_removed(value[0]))
+                done = pos = value.end()
         if not parts:
             return text
         parts.append(text[done:])
