@@ -31,14 +31,28 @@ from keyguard.stores.sql import SQLKeyStore, default_database_url
 
 #: Paths served without a key.
 PUBLIC_PATHS = ("/health",)
-#: The loggers on which servers log each request line, URL included.
-SERVER_LOGGERS = ("uvicorn.access", "gunicorn.access", "werkzeug")
+#: The loggers on which servers log what a client sent: each request line, URL included
+#: (the access logs; werkzeug's development server), an invalid request line (gunicorn's
+#: error log, even at its default level), each request's ASGI scope, query string and path
+#: included (uvicorn's trace log, ``uvicorn.asgi``, at ``--log-level trace``), an app's
+#: exception and traceback (``uvicorn.error``), the path of a request whose app raised
+#: (``waitress``).
+SERVER_LOGGERS = (
+    "uvicorn.access",
+    "uvicorn.error",
+    "uvicorn.asgi",
+    "gunicorn.access",
+    "gunicorn.error",
+    "werkzeug",
+    "waitress",
+)
 
 
 def redact_server_logs() -> None:
-    """Add a :class:`~keyguard.RedactKeys` filter to the servers' access loggers (once).
+    """Add a :class:`~keyguard.RedactKeys` filter to the servers' loggers (once).
 
     keyguard refuses a key sent in the URL, but the server has logged the URL by then.
+    A filter on a logger covers only the records logged on it, so each logger is named.
     """
     for name in SERVER_LOGGERS:
         logger = logging.getLogger(name)

@@ -40,6 +40,7 @@ from ._limits import (
     limited_denial,
     limiter_unavailable,
 )
+from ._logsafe import redact_key_shapes
 from ._options import MiddlewareOptions, options_for
 from ._records import Principal
 from ._steps import Backends, HitLimit, ReadForm
@@ -447,7 +448,9 @@ def log_decision(
 
     The record carries ``outcome``, ``status``, ``key_id``, ``owner``,
     ``method``, ``path`` and ``client`` as attributes (for structured
-    formatters); path, method and client are escaped.
+    formatters); path, method and client are escaped, and the secret of
+    anything key-shaped in the path is redacted (a client may send its key
+    there: ``GET /invoices/sk_live_M65wXtYRmqlf_[redacted]``).
     """
     if isinstance(result, Denial):
         status = RULES[result.reason].status
@@ -463,7 +466,7 @@ def log_decision(
     else:
         status, outcome, detail = 0, "allowed", ""
         key_id, owner = result.key_id, _escape(result.owner)
-    method, path = _escape(method), _escape(path)
+    method, path = _escape(method), _escape(redact_key_shapes(path))
     client = None if client is None else _escape(client)
     access_logger.log(
         level,

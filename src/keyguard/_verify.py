@@ -33,6 +33,7 @@ from ._errors import MalformedKeyError, SecretTooLongError, StorageError
 from ._hashing import SecretHasher, VerifiedSecretCache
 from ._keys import KeyFormat, ParsedKey, parse_key
 from ._last_used import LastUsedRecorder
+from ._logsafe import failures
 from ._records import KeyChanges, KeyRecord, Principal
 from ._steps import GetKey, TouchKeys, UpdateKey
 
@@ -283,8 +284,8 @@ class KeyVerifier:
             return parsed
         try:
             record = yield from GetKey(parsed.key_id)
-        except StorageError:
-            logger.exception("key store lookup failed for key %s", parsed.key_id)
+        except StorageError as exc:
+            failures.failed("key store lookup failed", parsed.key_id, exc)
             return store_unavailable(parsed.key_id)
         return (yield from self.verify_record(parsed, record))
 
@@ -349,8 +350,14 @@ class KeyVerifier:
             ok = yield from _CheckSlowHash(self.slow_hashes, hasher, secret, stored)
         except SecretTooLongError:
             return False
-        except StorageError:  # every worker busy, and the queue full: try again shortly
-            logger.warning("slow-hash verification of key %s refused: workers busy", key_id)
+        except StorageError as exc:  # every worker busy, and the queue full: try again shortly
+            failures.failed(
+                "slow-hash verification refused: workers busy",
+                key_id,
+                exc,
+                level=logging.WARNING,
+                with_traceback=False,
+            )
             return store_unavailable(key_id)
         if cache is not None:
             cache.remember(key_id, stored, secret, ok=ok)
@@ -466,8 +473,8 @@ class MemoizedKeyVerifier:
             key_id = verified.principal.key_id
             try:
                 record = yield from GetKey(key_id)
-            except StorageError:
-                logger.exception("key store lookup failed for key %s", key_id)
+            except StorageError as exc:
+                failures.failed("key store lookup failed", key_id, exc)
                 return store_unavailable(key_id)
             if record is verified.record:
                 return verified
