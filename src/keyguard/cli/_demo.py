@@ -4,11 +4,12 @@ The demo runs ``examples/fastapi_app.py`` of a source checkout (it is not part
 of the installed package) on 127.0.0.1, over a key store in a temporary
 directory that is deleted when the demo stops. ``--check`` makes the requests
 the curl lines show, prints what came back, and exits: 0 when each status was
-the expected one.
+the expected one. ``--tour`` is a short offline tour of keys and denials instead.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import os
@@ -24,7 +25,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["DemoError", "run_demo"]
+from .._flow import Denial
+from .._manager import KeyManager
+from ._command import CommandError, hasher_from_environment
+
+__all__ = ["DemoError", "demo", "run_demo"]
 
 _HOST = "127.0.0.1"
 _SCOPE = "billing:read"
@@ -35,10 +40,49 @@ class DemoError(Exception):
     """The demo cannot run; the message says what to install or where to run it."""
 
 
+def demo(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    """`demo`: serve the example (``--check``: test it and stop), or ``--tour``."""
+    if args.tour:
+        return tour(out)
+    try:
+        return run_demo(out, port=args.port, check=args.check)
+    except DemoError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def tour(out: TextIO) -> int:
+    """A short offline tour: a key is made, checked, refused, and revoked, in memory."""
+    from ..stores.memory import MemoryKeyStore  # noqa: PLC0415 (only the tour needs it)
+
+    keys = KeyManager(MemoryKeyStore())
+    issued = keys.create("acme", "demo key", scopes=["billing:read"])
+    out.write(f"1. created a live key for owner 'acme' (shown once):\n   {issued.token}\n")
+    scheme = issued.record.secret_hash.split("$", 1)[0]
+    out.write(f"   stored: key_id={issued.key_id} and a {scheme} hash, never the key\n")
+    steps = [
+        ("the key itself", issued.token, ()),
+        ("a typo (last character changed)", issued.token[:-1] + "x", ()),
+        ("the key, asking for billing:write", issued.token, ("billing:write",)),
+    ]
+    for number, (label, token, scopes) in enumerate(steps, start=2):
+        result = keys.authenticate(token, required_scopes=scopes)
+        verdict = (
+            f"denied: {result.reason.value} ({result.detail})"
+            if isinstance(result, Denial)
+            else f"allowed: owner={result.owner} scopes={sorted(result.scopes)}"
+        )
+        out.write(f"{number}. {label}\n   {verdict}\n")
+    keys.revoke(issued.key_id)
+    result = keys.authenticate(issued.token)
+    verdict = result.reason.value if isinstance(result, Denial) else "allowed?"
+    out.write(f"5. after revoke\n   denied: {verdict}\n")
+    return 0
+
+
 def _examples_root() -> Path:
     """The directory that holds ``examples/fastapi_app.py``: the working directory or the
     checkout this package was installed from (editable installs)."""
-    candidates = [Path.cwd(), Path(__file__).resolve().parents[2]]
+    candidates = [Path.cwd(), Path(__file__).resolve().parents[3]]
     for root in candidates:
         if (root / "examples" / "fastapi_app.py").is_file():
             return root
@@ -123,9 +167,7 @@ def _load_app(root: Path) -> Any:
 
 
 def _create_key(database_url: str) -> str:
-    from ._manager import KeyManager  # noqa: PLC0415 (the demo's own imports stay lazy)
-    from .cli import hasher_from_environment  # noqa: PLC0415
-    from .stores.sql import SQLKeyStore  # noqa: PLC0415
+    from ..stores.sql import SQLKeyStore  # noqa: PLC0415 (optional: the sql extra)
 
     manager = KeyManager(
         SQLKeyStore(database_url), hasher=hasher_from_environment(), last_used=None
