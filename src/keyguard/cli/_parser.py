@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from . import _demo, _offline, _store
 
-__all__ = ["build_parser", "duration"]
+__all__ = ["DISTRIBUTION_NAMES", "build_parser", "duration", "installed_version"]
+
+#: The names keyguard is installed under, tried in order: ``keyguard-auth`` is the
+#: distribution's name on PyPI; ``keyguard`` is what it was called before.
+DISTRIBUTION_NAMES = ("keyguard-auth", "keyguard")
 
 _DURATION_RE = re.compile(r"(\d+)([smhdw])")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -28,6 +34,37 @@ def duration(text: str) -> timedelta:
             f"expected a duration such as 30d, 12h, 90m, 3600s or 2w, got {text!r}"
         )
     return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+def installed_version() -> str:
+    """The version of the installed distribution, from its metadata; ``unknown`` without one."""
+    import importlib.metadata  # noqa: PLC0415 (slow to import; only --version needs it)
+
+    for name in DISTRIBUTION_NAMES:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: like argparse's own, but the version is looked up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(
+            option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, help=help
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        sys.stdout.write(f"keyguard {installed_version()}\n")
+        parser.exit()
 
 
 def _add_format_options(parser: argparse.ArgumentParser) -> None:
@@ -174,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="keyguard", description="API keys for HTTP APIs: generate, check, hash."
+    )
+    parser.add_argument(
+        "--version", action=_VersionAction, help="print keyguard's version and exit"
     )
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", help="the command to run"
