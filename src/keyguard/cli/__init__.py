@@ -10,7 +10,8 @@ work on a key store (``--database-url``, default ``$KEYGUARD_DATABASE_URL`` or
 the SQLite file ``keyguard.db``); revoke and rotate announce the change on the
 Redis revocation broadcast when ``--redis-url`` or ``$KEYGUARD_REDIS_URL`` is set.
 
-``keyguard demo`` serves an example API on localhost with a fresh key.
+``keyguard demo`` serves a billing API on localhost with a fresh key, from an
+installed package too (extra ``demo``).
 
 Errors are one line on stderr and a non-zero exit, never a traceback.
 
@@ -20,7 +21,8 @@ The modules, each importing only those below it (none imports this package)::
     _parser     build_parser(): every command and option, with help text
     _offline    generate, check, hash
     _store      db init, keys create|list|show|revoke|rotate|import
-    _demo       demo (and demo --tour)
+    _demo       demo (and demo --tour): serves _demo_app on localhost
+    _demo_app   the demo's billing API on FastAPI (imported only when the demo runs)
     _command    the command signature, CommandError, the settings commands read
 """
 

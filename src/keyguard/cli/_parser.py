@@ -192,7 +192,7 @@ def _add_store_commands(sub: Any) -> None:
 
 def _add_demo_command(sub: Any) -> None:
     demo = sub.add_parser(
-        "demo", help="run the FastAPI example on localhost with a live key and curl lines"
+        "demo", help="serve a billing API on localhost with a live key, and curl lines to try"
     )
     demo.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
     demo.add_argument(
