@@ -13,7 +13,9 @@ Redis revocation broadcast when ``--redis-url`` or ``$KEYGUARD_REDIS_URL`` is se
 ``keyguard demo`` serves a billing API on localhost with a fresh key, from an
 installed package too (extra ``demo``).
 
-Errors are one line on stderr and a non-zero exit, never a traceback.
+Errors are one line on stderr and a non-zero exit, never a traceback. No
+message repeats a token: one given where a key_id belongs is refused, naming
+only its key_id.
 
 The modules, each importing only those below it (none imports this package)::
 
@@ -23,6 +25,7 @@ The modules, each importing only those below it (none imports this package)::
     _store      db init, keys create|list|show|revoke|rotate|import
     _demo       demo (and demo --tour): serves _demo_app on localhost
     _demo_app   the demo's billing API on FastAPI (imported only when the demo runs)
+    _tokens     a token given where a key_id belongs is refused, never printed
     _command    the command signature, CommandError, the settings commands read
 """
 

@@ -9,6 +9,7 @@ from typing import TextIO
 from .._errors import KeyguardError
 from ._command import EXIT_ERROR, Command, CommandError
 from ._parser import build_parser
+from ._tokens import hide_secrets
 
 __all__ = ["main"]
 
@@ -23,12 +24,14 @@ def main(
     """Run the command line; return the exit status."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
-    args = build_parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(given)
     handler: Command = args.handler
     try:
         return handler(args, out, err, stdin or sys.stdin)
     except (CommandError, KeyguardError) as exc:
-        err.write(f"keyguard: error: {exc}\n")
+        # Commands never put a token in a message; this catches what they did not write.
+        err.write(f"keyguard: error: {hide_secrets(str(exc), given)}\n")
         return EXIT_ERROR
     except BrokenPipeError:
         # The reader went away (`keyguard keys list | head`): not an error worth a traceback.

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any, NoReturn
 
 from . import _demo, _offline, _store
+from ._tokens import hide_secrets
 
 __all__ = ["DISTRIBUTION_NAMES", "build_parser", "duration", "installed_version"]
 
@@ -46,6 +47,28 @@ def installed_version() -> str:
         except importlib.metadata.PackageNotFoundError:
             continue
     return "unknown"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors never repeat a secret.
+
+    argparse quotes the arguments it refuses (``unrecognized arguments: ...``,
+    ``argument --grace: ... got '...'``); each parser remembers the arguments it
+    was given, and its errors hide those that may hold a secret. Subcommands'
+    parsers are of this class too (``add_subparsers`` makes them so).
+    """
+
+    _given: Sequence[str] = ()
+
+    # The one signature argparse calls; typeshed spells it as three overloads.
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(self._given, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        super().error(hide_secrets(message, self._given))
 
 
 class _VersionAction(argparse.Action):
@@ -209,9 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     Each subcommand's namespace carries ``handler``, the function that runs it.
     """
-    parser = argparse.ArgumentParser(
-        prog="keyguard", description="API keys for HTTP APIs: generate, check, hash."
-    )
+    parser = _Parser(prog="keyguard", description="API keys for HTTP APIs: generate, check, hash.")
     parser.add_argument(
         "--version", action=_VersionAction, help="print keyguard's version and exit"
     )

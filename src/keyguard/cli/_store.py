@@ -23,6 +23,7 @@ from .._manager import KeyManager
 from .._records import KeyRecord
 from ..ratelimit._policy import Policy
 from ._command import Command, CommandError, hasher_from_environment, key_format, read_token
+from ._tokens import checked_key_id
 
 if TYPE_CHECKING:
     from ..stores.sql import SQLKeyStore
@@ -227,9 +228,10 @@ def keys_list(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO)
 
 @_store_command
 def keys_show(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    key_id = checked_key_id(args.key_id, key_format(args))
     manager = _open_manager(args)
     try:
-        record = manager.get(args.key_id)
+        record = manager.get(key_id)
     finally:
         manager.close()
     shown = _record_json(record, SYSTEM_CLOCK.now())
@@ -249,9 +251,10 @@ def keys_show(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO)
 
 @_store_command
 def keys_revoke(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    key_id = checked_key_id(args.key_id, key_format(args))
     manager = _open_manager(args)
     try:
-        record = manager.revoke(args.key_id)
+        record = manager.revoke(key_id)
     finally:
         manager.close()
     if args.json:
@@ -264,10 +267,11 @@ def keys_revoke(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextI
 
 @_store_command
 def keys_rotate(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    key_id = checked_key_id(args.key_id, key_format(args))
     manager = _open_manager(args)
     try:
-        issued = manager.rotate(args.key_id, grace=args.grace)
-        old = manager.get(args.key_id)
+        issued = manager.rotate(key_id, grace=args.grace)
+        old = manager.get(key_id)
     finally:
         manager.close()
     if args.json:
@@ -293,12 +297,13 @@ def keys_rotate(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextI
 
 @_store_command
 def keys_import(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    key_id = checked_key_id(args.key_id, key_format(args))
     secret_hash = read_token(args.secret_hash, stdin)
     manager = _open_manager(args)
     try:
         expires_at = None if args.expires_in is None else SYSTEM_CLOCK.now() + args.expires_in
         record = manager.import_key(
-            args.key_id,
+            key_id,
             secret_hash,
             owner=args.owner,
             name=args.name,
