@@ -48,13 +48,22 @@ def _exists(name: str) -> bool:
     return relative.with_suffix(".py").is_file() or (relative / "__init__.py").is_file()
 
 
+def _graph_all() -> dict[str, set[str]]:
+    """What each keyguard module imports, third-party modules included."""
+    return {
+        _module_name(path): set(
+            _imports(path.read_text(), _module_name(path), is_package=path.stem == "__init__")
+        )
+        for path in sorted(SRC.rglob("*.py"))
+    }
+
+
 def _graph() -> dict[str, set[str]]:
-    graph = {}
-    for path in sorted(SRC.rglob("*.py")):
-        module = _module_name(path)
-        imported = _imports(path.read_text(), module, is_package=path.stem == "__init__")
-        graph[module] = {name for name in imported if _exists(name)}
-    return graph
+    """What each keyguard module imports of keyguard."""
+    return {
+        module: {name for name in imported if _exists(name)}
+        for module, imported in _graph_all().items()
+    }
 
 
 def _layers() -> list[str]:
@@ -77,6 +86,14 @@ def test_the_library_does_not_depend_on_the_command() -> None:
         assert not any(n == "keyguard.cli" or n.startswith("keyguard.cli.") for n in imported), (
             module
         )
+
+
+def test_only_the_demo_app_imports_a_web_framework() -> None:
+    frameworks = {"starlette", "fastapi", "flask", "werkzeug", "django", "pydantic"}
+    for module, imported in _graph_all().items():
+        if module.startswith("keyguard.cli.") and module != "keyguard.cli._demo_app":
+            used = {name.split(".")[0] for name in imported} & frameworks
+            assert not used, f"{module} imports {used}"
 
 
 def test_each_module_imports_only_those_listed_below_it() -> None:
