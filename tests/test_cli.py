@@ -128,3 +128,57 @@ def test_console_script_runs() -> None:
     )
     assert result.returncode == 1
     assert "checksum" in result.stderr
+    import keyguard
+
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=False)
+    assert (result.returncode, result.stdout) == (0, f"keyguard {keyguard.__version__}\n")
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import keyguard
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr() == (f"keyguard {keyguard.__version__}\n", "")
+
+
+@pytest.mark.parametrize(
+    ("installed", "printed"),
+    [
+        pytest.param({"keyguard-auth": "2.0.0", "keyguard": "1.0.0"}, "2.0.0", id="renamed"),
+        pytest.param({"keyguard-auth": "2.0.0"}, "2.0.0", id="keyguard-auth-only"),
+        pytest.param({"keyguard": "1.0.0"}, "1.0.0", id="before-the-rename"),
+        pytest.param({}, "unknown", id="no-metadata"),
+    ],
+)
+def test_version_looks_up_both_distribution_names(
+    installed: dict[str, str],
+    printed: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import importlib.metadata
+
+    def version(name: str) -> str:
+        if name not in installed:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return installed[name]
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"keyguard {printed}\n"
+
+
+def test_version_needs_no_command_and_reads_no_metadata_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.metadata
+
+    def version(name: str) -> str:
+        raise AssertionError("metadata read without --version")
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    assert run("check", VALID)[0] == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import pytest
 
 pytest.importorskip("sqlalchemy")
 
-from keyguard import HmacSecretHasher, KeyFormat, KeyManager, parse_key
+from keyguard import HmacSecretHasher, KeyFormat, KeyManager, checksum, parse_key
 from keyguard.cli import main
 from keyguard.stores.sql import SQLKeyStore
 
@@ -378,3 +379,177 @@ def test_the_installed_command(tmp_path: Path) -> None:
     )
     assert missing.returncode == 2
     assert missing.stderr == "keyguard: error: no key with key_id 'AAAAAAAAAAAA'\n"
+
+
+# A token of the default format, fixed so that the checks below are the same on every run.
+KEY_ID = "M65wXtYRmqlf"
+SECRET = "YvcmInz8IPd6wyHrsvMXo8eaDATs2aRs"
+TOKEN = f"sk_live_{KEY_ID}_{SECRET}" + checksum(f"sk_live_{KEY_ID}_{SECRET}")
+SPLIT_SECRET = "0ldSystemSecret0ldSystemSecret00"
+
+#: (what is given where a key_id belongs, the secret part of it, the key_id it names)
+TOKEN_ARGUMENTS = [
+    pytest.param(TOKEN, TOKEN[21:], KEY_ID, id="full"),
+    pytest.param(TOKEN[:-6], SECRET, KEY_ID, id="checksum-cut"),
+    pytest.param(TOKEN[:-3], TOKEN[21:-3], KEY_ID, id="checksum-half-cut"),
+    pytest.param(TOKEN[:31], SECRET[:10], KEY_ID, id="secret-cut"),
+    pytest.param(TOKEN[:22], SECRET[:1], KEY_ID, id="one-secret-character"),
+    pytest.param(TOKEN + "x9", TOKEN[21:] + "x9", KEY_ID, id="extended"),
+    pytest.param(TOKEN + "\n", TOKEN[21:], KEY_ID, id="trailing-newline"),
+    pytest.param(f"Bearer {TOKEN}", TOKEN[21:], KEY_ID, id="with-bearer"),
+    pytest.param(TOKEN.upper(), TOKEN[21:].upper(), KEY_ID.upper(), id="upper-case"),
+    pytest.param(
+        f"acme_staging_{KEY_ID}_{SECRET}abcdef", SECRET + "abcdef", KEY_ID, id="other-format"
+    ),
+    pytest.param(TOKEN[3:], TOKEN[21:], KEY_ID, id="prefix-cut"),
+    pytest.param(TOKEN[8:], TOKEN[21:], KEY_ID, id="prefix-and-environment-cut"),
+    pytest.param(f"legacy-7.{SPLIT_SECRET}", SPLIT_SECRET, "legacy-7", id="split-key"),
+    pytest.param(f"bad id.{SPLIT_SECRET}", SPLIT_SECRET, None, id="split-key-bad-identifier"),
+]
+
+#: Each command that takes a key_id, as a function of it.
+KEY_ID_COMMANDS = [
+    pytest.param(lambda key_id: ("keys", "show", key_id), id="show"),
+    pytest.param(lambda key_id: ("keys", "show", key_id, "--json"), id="show-json"),
+    pytest.param(lambda key_id: ("keys", "revoke", key_id), id="revoke"),
+    pytest.param(lambda key_id: ("keys", "rotate", key_id, "--grace", "1h"), id="rotate"),
+    pytest.param(
+        lambda key_id: ("keys", "import", "--key-id", key_id, "--secret-hash", "-", "--owner", "a"),
+        id="import",
+    ),
+]
+
+
+def assert_no_part_of(secret: str, output: str) -> None:
+    """Not the secret, nor any 4 characters of it in a row, nor a key_id followed by any of it."""
+    for start in range(len(secret) - 3):
+        assert secret[start : start + 4] not in output, secret[start : start + 4]
+    assert not re.search(rf"(?i:{KEY_ID})_[0-9A-Za-z]", output)
+
+
+@pytest.mark.parametrize(("given", "secret", "key_id"), TOKEN_ARGUMENTS)
+@pytest.mark.parametrize("command", KEY_ID_COMMANDS)
+def test_a_token_where_a_key_id_belongs_is_never_printed(
+    db: str, command: Any, given: str, secret: str, key_id: str | None
+) -> None:
+    result = run(*command(given), stdin=HmacSecretHasher().hash(SECRET) + "\n")
+    assert result.code == 2
+    assert result.out == ""
+    assert result.err.count("\n") == 1
+    assert result.err.startswith("keyguard: error: a token was given where a key_id belongs")
+    if key_id is not None:
+        assert result.err.endswith(f"; its key_id is {key_id}\n")
+    assert_no_part_of(secret, result.out + result.err)
+
+
+def test_a_real_key_given_as_its_token_is_left_alone(db: str) -> None:
+    """A revoke (or rotate) given the token does nothing and says which key_id to use."""
+    imported = run(
+        "keys", "import", "--key-id", KEY_ID, "--secret-hash", "-", "--owner", "acme",
+        stdin=HmacSecretHasher().hash(SECRET) + "\n",
+    )  # fmt: skip
+    assert imported.code == 0
+    assert manager_for(db).authenticate(TOKEN)
+    for argv in (("keys", "revoke", TOKEN), ("keys", "rotate", TOKEN)):
+        result = run(*argv)
+        assert result.code == 2
+        assert result.err.endswith(f"its key_id is {KEY_ID}\n")
+        assert_no_part_of(TOKEN[21:], result.out + result.err)
+    assert run("keys", "show", KEY_ID, "--json").json()["status"] == "active"
+    assert [k["key_id"] for k in run("keys", "list", "--json").json()] == [KEY_ID]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        pytest.param("has space", id="space"),
+        pytest.param("x" * 65, id="too-long"),
+        pytest.param("ключ", id="not-ascii"),
+        pytest.param("", id="empty"),
+    ],
+)
+@pytest.mark.parametrize("command", KEY_ID_COMMANDS)
+def test_what_cannot_be_a_key_id_is_refused_without_repeating_it(
+    db: str, command: Any, given: str
+) -> None:
+    result = run(*command(given), stdin="sha256$" + "0" * 64 + "\n")
+    assert result.code == 2
+    assert result.err.startswith("keyguard: error: not a key_id: ")
+    if given:
+        assert given not in result.err
+
+
+@pytest.mark.parametrize(
+    ("given", "secret"),
+    [
+        pytest.param(TOKEN[13:], TOKEN[21:], id="key-id-cut"),
+        pytest.param(TOKEN[21:], TOKEN[21:], id="secret-and-checksum"),
+        pytest.param(SECRET, SECRET, id="secret"),
+        pytest.param(SECRET[:13], SECRET[:13], id="thirteen-secret-characters"),
+        pytest.param(f"x-{SECRET[3:20]}", SECRET[3:20], id="inside-an-identifier"),
+    ],
+)
+@pytest.mark.parametrize("command", KEY_ID_COMMANDS)
+def test_a_piece_of_a_secret_is_looked_up_but_never_repeated(
+    db: str, command: Any, given: str, secret: str
+) -> None:
+    """No key_id to name, so no refusal; a key_id that long is valid, but never echoed."""
+    result = run(*command(given), stdin="md5$" + "0" * 32 + "\n")
+    assert result.code == 2
+    assert result.out == ""
+    assert "[redacted]" in result.err
+    assert_no_part_of(secret, result.err)
+
+
+@pytest.mark.parametrize(
+    "key_id",
+    [
+        pytest.param(KEY_ID, id="keyguard"),
+        pytest.param("legacy-7", id="imported"),
+        pytest.param("legacy_key_7", id="imported-underscores"),
+        pytest.param(f"sk_live_{KEY_ID}", id="token-without-secret"),
+        pytest.param("customer1234_prod", id="key-id-and-a-short-word"),
+    ],
+)
+def test_key_ids_are_still_looked_up(db: str, key_id: str) -> None:
+    result = run("keys", "show", key_id)
+    assert result.err == f"keyguard: error: no key with key_id {key_id!r}\n"
+
+
+def test_a_long_imported_key_id_works_though_messages_do_not_repeat_it(db: str) -> None:
+    key_id = "key_507f1f77bcf86cd799439011"
+    imported = run(
+        "keys", "import", "--key-id", key_id, "--secret-hash", "-", "--owner", "acme",
+        stdin=HmacSecretHasher().hash(SECRET) + "\n",
+    )  # fmt: skip
+    assert (imported.code, imported.out) == (0, f"imported {key_id}\n")
+    assert run("keys", "show", key_id, "--json").json()["key_id"] == key_id
+    assert run("keys", "revoke", key_id).code == 0
+    again = run(
+        "keys", "import", "--key-id", key_id, "--secret-hash", "-", "--owner", "acme",
+        stdin=HmacSecretHasher().hash(SECRET) + "\n",
+    )  # fmt: skip
+    assert again.code == 2
+    assert key_id not in again.err
+    assert "[redacted]" in again.err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(("keys", "revoke", KEY_ID, TOKEN), id="extra-argument"),
+        pytest.param(("keys", "rotate", KEY_ID, "--grace", TOKEN), id="bad-duration"),
+        pytest.param(("keys", "create", "--owner", "a", "--expires-in", TOKEN), id="bad-expiry"),
+        pytest.param(("keys", "show", KEY_ID, f"--{TOKEN}"), id="unknown-option"),
+        pytest.param(("keys", "show", KEY_ID, TOKEN[8:]), id="extra-argument-prefix-cut"),
+    ],
+)
+def test_usage_errors_never_repeat_a_token(
+    db: str, argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(list(argv))
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert "[redacted]" in captured.err
+    assert_no_part_of(TOKEN[21:], captured.out + captured.err)

@@ -1,8 +1,9 @@
-"""``keyguard demo``: run with --check in a subprocess, on a free port."""
+"""``keyguard demo``: run with --check in a subprocess on a free port, and from a wheel."""
 
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import keyguard
 from keyguard import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +68,22 @@ def test_demo_on_a_taken_port_says_what_to_do() -> None:
     assert "make demo DEMO_ARGS='--port 0'" in err.getvalue()
 
 
+def test_demo_without_its_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+
+    def without_uvicorn(name: str, package: str | None = None) -> object:
+        return None if name == "uvicorn" else find_spec(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_uvicorn)
+    err = io.StringIO()
+    assert cli.main(["demo", "--check", "--port", "0"], stdout=io.StringIO(), stderr=err) == 2
+    assert err.getvalue() == (
+        "keyguard: error: keyguard demo needs uvicorn: pip install 'keyguard-auth[demo]'\n"
+    )
+
+
 def test_make_demo_passes_demo_args_on() -> None:
     result = subprocess.run(
         ["make", "-n", "demo", "DEMO_ARGS=--port 0 --check"],
@@ -76,3 +94,83 @@ def test_make_demo_passes_demo_args_on() -> None:
         check=True,
     )
     assert "keyguard demo --port 0 --check" in result.stdout
+
+
+@pytest.mark.anyio
+async def test_the_demo_app_is_the_billing_api() -> None:
+    httpx = pytest.importorskip("httpx")
+    from keyguard import AsyncKeyManager, MemoryRateLimiter
+    from keyguard.cli._demo_app import create_app
+    from keyguard.stores import MemoryKeyStore
+
+    manager = AsyncKeyManager(MemoryKeyStore())
+    reader = (await manager.create("acme", scopes=["billing:read"])).token
+    writer = (await manager.create("acme", scopes=["billing:read", "billing:write"])).token
+    app = create_app(manager, MemoryRateLimiter(), rate_limit="5/minute")
+    invoice = {"customer": "Initech", "amount_cents": 1200}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        read = {"authorization": f"Bearer {reader}"}
+        write = {"authorization": f"Bearer {writer}"}
+        assert (await client.get("/health")).json() == {"status": "ok"}
+        assert (await client.get("/docs")).status_code == 200
+        assert (await client.get("/invoices")).status_code == 401
+        listed = await client.get("/invoices", headers=read)
+        assert listed.json() == {"owner": "acme", "invoices": []}
+        assert listed.headers["ratelimit-policy"] == '"default";q=5;w=60'
+        assert (await client.post("/invoices", headers=read, json=invoice)).status_code == 403
+        created = await client.post("/invoices", headers=write, json=invoice)
+        assert created.status_code == 201
+        assert created.json()["customer"] == "Initech"
+        assert (await client.get("/invoices", headers=read)).json()["invoices"] == [created.json()]
+        assert (await client.post("/invoices", headers=write, json={})).status_code == 422
+        assert (await client.get(f"/invoices?api_key={reader}")).status_code == 400
+    await manager.aclose()
+
+
+def _run(
+    command: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert result.returncode == 0, f"{command}:\n{result.stdout}{result.stderr}"
+    return result
+
+
+@pytest.mark.slow
+def test_the_demo_runs_from_an_installed_wheel(tmp_path: Path) -> None:
+    """The wheel, installed with its demo extra in a fresh venv: no checkout, no examples/."""
+    dist, venv, elsewhere = tmp_path / "dist", tmp_path / "venv", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    wheel_command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"]
+    _run([*wheel_command, "--no-build-isolation", "--wheel-dir", str(dist), str(ROOT)])
+    (wheel,) = dist.glob("*.whl")
+    _run([sys.executable, "-m", "venv", str(venv)])
+    bin_dir = venv / "bin"
+    _run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", f"{wheel}[demo]"])
+
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("PYTHONPATH", "VIRTUAL_ENV") and not name.startswith("KEYGUARD_")
+    }
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    where = _run(
+        [str(bin_dir / "python"), "-c", "import keyguard; print(keyguard.__file__)"],
+        cwd=elsewhere,
+        env=env,
+    )
+    assert Path(where.stdout.strip()).is_relative_to(venv)
+    version = _run([str(bin_dir / "keyguard"), "--version"], cwd=elsewhere, env=env)
+    assert version.stdout == f"keyguard {keyguard.__version__}\n"
+    demo = _run(
+        [str(bin_dir / "keyguard"), "demo", "--check", "--port", "0"], cwd=elsewhere, env=env
+    )
+    assert "all as expected" in demo.stdout
+    assert re.findall(r"^  (\d{3}) .*: ok$", demo.stdout, re.MULTILINE) == [
+        "200",
+        "401",
+        "403",
+        "400",
+    ]

@@ -1,51 +1,80 @@
-"""``keyguard demo``: the FastAPI example on localhost, a live key, and curl lines to try.
+"""``keyguard demo``: a billing API on localhost, a live key, and curl lines to try.
 
-The demo runs ``examples/fastapi_app.py`` of a source checkout (it is not part
-of the installed package) on 127.0.0.1, over a key store in a temporary
-directory that is deleted when the demo stops. ``--check`` makes the requests
-the curl lines show, prints what came back, and exits: 0 when each status was
-the expected one.
+The demo serves the app of :mod:`keyguard.cli._demo_app` (the API of
+``examples/fastapi_app.py``, shipped in the package, so it runs from an
+installed wheel) on 127.0.0.1, over a SQLite key store in a temporary directory
+that is deleted when the demo stops. ``--check`` makes the requests the curl
+lines show, prints what came back, and exits: 0 when each status was the
+expected one. ``--tour`` is a short offline tour of keys and denials instead.
 """
 
 from __future__ import annotations
 
-import importlib
+import argparse
+import importlib.util
 import json
-import os
 import socket
-import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["DemoError", "run_demo"]
+from .._denials import Denial
+from .._hashing import SecretHasher
+from .._manager import KeyManager
+from ._command import CommandError, hasher_from_environment
+
+__all__ = ["DemoError", "demo", "run_demo", "tour"]
 
 _HOST = "127.0.0.1"
 _SCOPE = "billing:read"
 _INVOICE = '{"customer": "Initech", "amount_cents": 1200}'
+#: What the demo imports beyond keyguard: the extra ``demo`` installs them.
+_NEEDS = ("uvicorn", "fastapi", "sqlalchemy", "aiosqlite")
 
 
 class DemoError(Exception):
-    """The demo cannot run; the message says what to install or where to run it."""
+    """The demo cannot run; the message says what to install or which port to use."""
 
 
-def _examples_root() -> Path:
-    """The directory that holds ``examples/fastapi_app.py``: the working directory or the
-    checkout this package was installed from (editable installs)."""
-    candidates = [Path.cwd(), Path(__file__).resolve().parents[2]]
-    for root in candidates:
-        if (root / "examples" / "fastapi_app.py").is_file():
-            return root
-    raise DemoError(
-        "keyguard demo runs examples/fastapi_app.py of a source checkout: run it from the "
-        "repository root (make demo)"
-    )
+def demo(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    """`demo`: serve the example (``--check``: test it and stop), or ``--tour``."""
+    if args.tour:
+        return tour(out)
+    try:
+        return run_demo(out, port=args.port, check=args.check)
+    except DemoError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def tour(out: TextIO) -> int:
+    """A short offline tour: a key is made, checked, refused, and revoked, in memory."""
+    from ..stores.memory import MemoryKeyStore  # noqa: PLC0415 (only the tour needs it)
+
+    keys = KeyManager(MemoryKeyStore())
+    issued = keys.create("acme", "demo key", scopes=["billing:read"])
+    out.write(f"1. created a live key for owner 'acme' (shown once):\n   {issued.token}\n")
+    scheme = issued.record.secret_hash.split("$", 1)[0]
+    out.write(f"   stored: key_id={issued.key_id} and a {scheme} hash, never the key\n")
+    steps = [
+        ("the key itself", issued.token, ()),
+        ("a typo (last character changed)", issued.token[:-1] + "x", ()),
+        ("the key, asking for billing:write", issued.token, ("billing:write",)),
+    ]
+    for number, (label, token, scopes) in enumerate(steps, start=2):
+        result = keys.authenticate(token, required_scopes=scopes)
+        verdict = (
+            f"denied: {result.reason.value} ({result.detail})"
+            if isinstance(result, Denial)
+            else f"allowed: owner={result.owner} scopes={sorted(result.scopes)}"
+        )
+        out.write(f"{number}. {label}\n   {verdict}\n")
+    keys.revoke(issued.key_id)
+    result = keys.authenticate(issued.token)
+    verdict = result.reason.value if isinstance(result, Denial) else "allowed?"
+    out.write(f"5. after revoke\n   denied: {verdict}\n")
+    return 0
 
 
 def _bind(port: int) -> socket.socket:
@@ -85,6 +114,9 @@ def _commands(base: str, token: str) -> list[tuple[int, str, str, str]]:
 
 
 def _request(base: str, spec: str, token: str) -> tuple[int, str]:
+    import urllib.error  # noqa: PLC0415 (slow to import; only --check needs it)
+    import urllib.request  # noqa: PLC0415
+
     method, path, *flags = spec.split()
     request = urllib.request.Request(  # noqa: S310 (a fixed http://127.0.0.1 URL)
         base + path.replace("TOKEN", token), method=method
@@ -102,34 +134,12 @@ def _request(base: str, spec: str, token: str) -> tuple[int, str]:
             return error.code, error.read().decode()
 
 
-@contextmanager
-def _environment(database_url: str) -> Iterator[None]:
-    previous = os.environ.get("KEYGUARD_DATABASE_URL")
-    os.environ["KEYGUARD_DATABASE_URL"] = database_url
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("KEYGUARD_DATABASE_URL", None)
-        else:
-            os.environ["KEYGUARD_DATABASE_URL"] = previous
+def _create_key(database_url: str, hasher: SecretHasher) -> str:
+    from ..stores.sql import SQLKeyStore  # noqa: PLC0415 (optional: the sql extra)
 
-
-def _load_app(root: Path) -> Any:
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    sys.modules.pop("examples.fastapi_app", None)
-    return importlib.import_module("examples.fastapi_app").app
-
-
-def _create_key(database_url: str) -> str:
-    from ._manager import KeyManager  # noqa: PLC0415 (the demo's own imports stay lazy)
-    from .cli import hasher_from_environment  # noqa: PLC0415
-    from .stores.sql import SQLKeyStore  # noqa: PLC0415
-
-    manager = KeyManager(
-        SQLKeyStore(database_url), hasher=hasher_from_environment(), last_used=None
-    )
+    store = SQLKeyStore(database_url)
+    store.create_schema()
+    manager = KeyManager(store, hasher=hasher, last_used=None)
     try:
         return manager.create("demo", "keyguard demo", scopes=[_SCOPE]).token
     finally:
@@ -137,39 +147,45 @@ def _create_key(database_url: str) -> str:
 
 
 def run_demo(out: TextIO, *, port: int = 8000, check: bool = False) -> int:
-    """Serve the example until interrupted (or, with ``check``, test it and stop).
+    """Serve the demo app until interrupted (or, with ``check``, test it and stop).
 
     Raises:
-        DemoError: The example, uvicorn or FastAPI is missing, or the port is taken.
+        DemoError: uvicorn, FastAPI or the SQL store's drivers are missing, or the
+            port is taken.
     """
-    root = _examples_root()
-    try:
-        import uvicorn  # noqa: PLC0415 (optional: the demo extra)
-    except ImportError:
-        raise DemoError("keyguard demo needs uvicorn: pip install 'keyguard[demo]'") from None
+    missing = [name for name in _NEEDS if importlib.util.find_spec(name) is None]
+    if missing:
+        raise DemoError(
+            f"keyguard demo needs {', '.join(missing)}: pip install 'keyguard-auth[demo]'"
+        )
     sock = _bind(port)
     try:
         with tempfile.TemporaryDirectory(prefix="keyguard-demo-") as directory:
             database_url = f"sqlite:///{Path(directory) / 'keyguard.db'}"
-            with _environment(database_url):
-                return _serve(uvicorn, root, sock, database_url, out, check=check)
+            return _serve(sock, database_url, out, check=check)
     finally:
         sock.close()
 
 
-def _serve(
-    uvicorn: Any, root: Path, sock: socket.socket, database_url: str, out: TextIO, *, check: bool
-) -> int:
-    try:
-        app = _load_app(root)
-    except ImportError as exc:
-        raise DemoError(f"the example app needs {exc.name}: pip install 'keyguard[demo]'") from None
-    token = _create_key(database_url)
+def _serve(sock: socket.socket, database_url: str, out: TextIO, *, check: bool) -> int:
+    import uvicorn  # noqa: PLC0415 (optional: the demo extra)
+
+    from .._manager import AsyncKeyManager  # noqa: PLC0415
+    from ..ratelimit import MemoryRateLimiter  # noqa: PLC0415
+    from ..stores.sql import SQLKeyStore  # noqa: PLC0415
+    from ._demo_app import create_app  # noqa: PLC0415 (imports FastAPI)
+
+    hasher = hasher_from_environment()
+    token = _create_key(database_url, hasher)
+    manager = AsyncKeyManager(SQLKeyStore(database_url), hasher=hasher)
+    app = create_app(manager, MemoryRateLimiter())
     base = f"http://{_HOST}:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    # No access log: the 400 step sends the key in the URL, and the log would show it.
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
     steps = _commands(base, token)
     out.write(
-        f"keyguard demo: the billing API of examples/fastapi_app.py runs on {base}\n"
+        f"keyguard demo: a billing API protected by keyguard runs on {base}\n"
         f"key store: {database_url} (deleted when the demo stops)\n\n"
         f"A live key for owner 'demo' with the scope {_SCOPE}, shown once:\n\n"
         f"    {token}\n\n"
