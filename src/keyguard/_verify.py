@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from ._denials import Denial, DenialReason
 from ._drive import Flow, Step
-from ._errors import MalformedKeyError, SecretTooLongError, StorageError
+from ._errors import CircuitOpenError, MalformedKeyError, SecretTooLongError, StorageError
 from ._hashing import SecretHasher, VerifiedSecretCache
 from ._keys import KeyFormat, ParsedKey, parse_key
 from ._last_used import LastUsedRecorder
@@ -74,13 +74,24 @@ class Verified:
         return f"Verified(key_id={self.principal.key_id!r})"
 
 
-def store_unavailable(key_id: str | None) -> Denial:
-    """The 503 of a lookup that failed: authentication fails closed."""
+def store_unavailable(key_id: str | None, error: StorageError | None = None) -> Denial:
+    """The 503 of a lookup that failed: authentication fails closed.
+
+    ``error`` is logged: in full for a failure of the store, in one line when
+    an open circuit refused the call (every request does while it is open),
+    whose wait until the next probe becomes ``Retry-After``.
+    """
+    retry_after: float = 1
+    if isinstance(error, CircuitOpenError):
+        logger.warning("key store lookup refused for key %s: %s", key_id, error)
+        retry_after = error.retry_after
+    elif error is not None:
+        logger.error("key store lookup failed for key %s", key_id, exc_info=error)
     return Denial(
         DenialReason.STORE_UNAVAILABLE,
         "the key store is unavailable; try again shortly",
         key_id=key_id,
-        retry_after=1,
+        retry_after=retry_after,
     )
 
 
@@ -267,9 +278,8 @@ class KeyVerifier:
             return parsed
         try:
             record = yield from GetKey(parsed.key_id)
-        except StorageError:
-            logger.exception("key store lookup failed for key %s", parsed.key_id)
-            return store_unavailable(parsed.key_id)
+        except StorageError as exc:
+            return store_unavailable(parsed.key_id, exc)
         return (yield from self.verify_record(parsed, record))
 
     def verify_record(self, parsed: ParsedKey, record: KeyRecord | None) -> Flow[Verified | Denial]:
@@ -446,9 +456,8 @@ class MemoizedKeyVerifier:
             key_id = verified.principal.key_id
             try:
                 record = yield from GetKey(key_id)
-            except StorageError:
-                logger.exception("key store lookup failed for key %s", key_id)
-                return store_unavailable(key_id)
+            except StorageError as exc:
+                return store_unavailable(key_id, exc)
             if record is verified.record:
                 return verified
             parsed = verifier.parse(token)  # it parsed when remembered, with these settings

@@ -212,7 +212,7 @@ def test_a_record_with_a_missing_text_field_never_reaches_the_database(
 
 def test_statement_reprs_leave_out_the_parameters() -> None:
     record = sample_record()
-    statement = sql_module._Statement(sa.text("SELECT 1"), sql_module._record_values(record))
+    statement = sql_module._Execute(sa.text("SELECT 1"), sql_module.record_values(record))
     assert record.secret_hash not in repr(statement)
 
 
