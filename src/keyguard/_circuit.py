@@ -23,11 +23,14 @@ that never reports (its thread died) holds the half-open state for at most
 
 The breaker is thread-safe and shared by a store's sync and async methods:
 one backend, one breaker. A closed breaker costs a call one attribute read
-before it and, after a success, one more.
+before it and, after a success, one more. It logs (logger ``keyguard``) when
+it opens (a warning), when a probe fails and when it closes again; the calls
+it refuses in between are not logged one by one.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +46,8 @@ DEFAULT_FAILURE_THRESHOLD: Final = 3
 DEFAULT_RESET_TIMEOUT: Final = 2.0
 
 CircuitState = Literal["closed", "open", "half-open"]
+
+logger: Final = logging.getLogger("keyguard")
 
 
 class CircuitBreaker:
@@ -138,6 +143,8 @@ class CircuitBreaker:
         if not probe and self._failures == 0:
             return
         with self._lock:
+            if probe:
+                logger.info("%s answers again; circuit closed", self.name)
             if probe or self._state == "closed":
                 self._state = "closed"
                 self._failures = 0
@@ -148,10 +155,19 @@ class CircuitBreaker:
         with self._lock:
             if probe:
                 self._open(now)
+                logger.info(
+                    "%s still fails; not called for another %.1f s", self.name, self.reset_timeout
+                )
             elif self._state == "closed":
                 self._failures += 1
                 if self._failures >= self.failure_threshold:
                     self._open(now)
+                    logger.warning(
+                        "%s failed %d times in a row; not called for %.1f s (circuit open)",
+                        self.name,
+                        self.failure_threshold,
+                        self.reset_timeout,
+                    )
 
     def abandoned(self, probe: bool) -> None:
         """The call ended without telling anything about the backend; the next call may probe."""

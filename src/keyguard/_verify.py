@@ -77,13 +77,14 @@ class Verified:
 def store_unavailable(key_id: str | None, error: StorageError | None = None) -> Denial:
     """The 503 of a lookup that failed: authentication fails closed.
 
-    ``error`` is logged: in full for a failure of the store, in one line when
-    an open circuit refused the call (every request does while it is open),
-    whose wait until the next probe becomes ``Retry-After``.
+    ``error`` is logged with its traceback when the store failed. A call that
+    an open circuit refused is logged only at debug level (every request is
+    refused while it is open, and the breaker logs that it opened); its wait
+    until the next probe becomes ``Retry-After``.
     """
     retry_after: float = 1
     if isinstance(error, CircuitOpenError):
-        logger.warning("key store lookup refused for key %s: %s", key_id, error)
+        logger.debug("key store lookup refused for key %s: %s", key_id, error)
         retry_after = error.retry_after
     elif error is not None:
         logger.error("key store lookup failed for key %s", key_id, exc_info=error)
