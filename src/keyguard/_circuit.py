@@ -62,6 +62,7 @@ class CircuitBreaker:
         clock: Monotonic seconds (``FakeClock().monotonic`` in tests).
 
     Raises:
+        TypeError: ``failure_threshold`` is not a whole number.
         ValueError: A threshold below 1 or a timeout that is not positive.
     """
 
