@@ -178,8 +178,10 @@ def _in_memory(url: URL) -> bool:
 
 
 def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
     return float(value)
 
 
@@ -229,8 +231,9 @@ class SQLKeyStore:
         async_engine_options: Extra ``create_async_engine`` keyword arguments.
 
     Raises:
+        TypeError: A timeout is not a number, or ``circuit`` not a breaker or a bool.
         ValueError: The URL is not one this store can use, or a timeout is not
-            a positive number of seconds.
+            a positive, finite number of seconds.
     """
 
     def __init__(
