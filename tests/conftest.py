@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Iterator
 
 import pytest
 
 from keyguard.testing import FakeClock
+
+from ._services import PostgresServer
 
 REQUIRE_SERVICES = os.environ.get("KEYGUARD_REQUIRE_SERVICES") == "1"
 
@@ -62,3 +66,19 @@ def postgres_url() -> str:
     except psycopg.Error as exc:
         service_unavailable("PostgreSQL", url, exc)
     return url
+
+
+@pytest.fixture(scope="session")
+def private_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of the tests' own, which fault tests may freeze (SIGSTOP); needs the
+    server binaries (initdb, pg_ctl). Thawed and stopped at the end of the session."""
+    server = PostgresServer()
+    try:
+        server.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        server.stop()
+        service_unavailable("a private PostgreSQL (initdb, pg_ctl)", server.url, exc)
+    try:
+        yield server
+    finally:
+        server.stop()

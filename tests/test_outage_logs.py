@@ -73,7 +73,11 @@ def _split(records: list[logging.LogRecord]) -> tuple[list[logging.LogRecord], .
 def _sql_store() -> Any:
     from keyguard.stores.sql import SQLKeyStore
 
-    return SQLKeyStore(f"postgresql+psycopg://postgres@127.0.0.1:{_closed_port()}/test")
+    # Without its circuit every request reaches the store and fails: the throttle alone
+    # must keep the log quiet (test_an_open_circuit_adds_only_its_state_changes has both).
+    return SQLKeyStore(
+        f"postgresql+psycopg://postgres@127.0.0.1:{_closed_port()}/test", circuit=False
+    )
 
 
 STORES = {"postgres-closed-port": _sql_store, "store-raising": BrokenStore}
@@ -113,6 +117,29 @@ async def test_a_store_outage_logs_one_traceback_a_minute_and_one_line_per_503(
     )
     assert count.exc_info is None
     assert traceback.exc_info is not None
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+@pytest.mark.anyio
+async def test_an_open_circuit_adds_only_its_state_changes(
+    kind: str, outage_clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    from keyguard.stores.sql import SQLKeyStore
+
+    caplog.set_level(logging.DEBUG, logger="keyguard")
+    store = SQLKeyStore(f"postgresql+psycopg://postgres@127.0.0.1:{_closed_port()}/test")
+    call = _call(kind, store, failure_limit=None)
+    token = generate_key().token
+    for _ in range(REQUESTS):
+        assert (await call(with_key(token, client="127.0.0.1"))).status == 503
+    access, others = _split(caplog.records)
+    assert len(access) == REQUESTS
+    tracebacks = [r for r in others if r.exc_info is not None]
+    assert len(tracebacks) == 1
+    states = [r for r in others if r.exc_info is None]
+    assert states, "the breaker says that it opened"
+    assert all("circuit" in r.getMessage() for r in states), [r.getMessage() for r in states]
+    assert len(states) < 10, [r.getMessage() for r in states]
 
 
 @pytest.mark.parametrize("kind", ["asgi", "wsgi"])

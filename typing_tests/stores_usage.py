@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from keyguard import AsyncKeyManager, KeyManager, LastUsedRecorder
+from keyguard import AsyncKeyManager, CircuitBreaker, KeyManager, LastUsedRecorder
 from keyguard.stores import AsyncKeyStore, CachedKeyStore, KeyStore
 from keyguard.stores.redis_broadcast import RedisRevocationBroadcast
 from keyguard.stores.sql import SQLKeyStore, default_database_url, keys_table, metadata
@@ -19,10 +19,17 @@ def sync_app() -> KeyManager:
 
 
 async def async_app() -> AsyncKeyManager:
-    store = SQLKeyStore("postgresql://app@db/keys", schema="auth")
+    store = SQLKeyStore(
+        "postgresql://app@db/keys",
+        schema="auth",
+        connect_timeout=0.3,
+        statement_timeout=0.2,
+        pool_timeout=0.1,
+        circuit=CircuitBreaker(failure_threshold=5, reset_timeout=1.0, name="keys"),
+    )
     await store.acreate_schema()
     broadcast = RedisRevocationBroadcast("redis://localhost:6379/0", channel="myapp:revoked")
-    cached: AsyncKeyStore = CachedKeyStore(store, broadcast=broadcast)
+    cached: AsyncKeyStore = CachedKeyStore(store, broadcast=broadcast, stale_ttl=10.0)
     return AsyncKeyManager(cached, last_used=LastUsedRecorder(30.0))
 
 

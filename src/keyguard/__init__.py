@@ -5,10 +5,12 @@ and ASGI and WSGI middleware. Start with :class:`KeyManager` (or
 :class:`AsyncKeyManager`) over a store from :mod:`keyguard.stores`.
 """
 
+from ._circuit import CircuitBreaker
 from ._clock import Clock, SystemClock
 from ._denials import Denial, DenialReason
 from ._drive import NonBlocking
 from ._errors import (
+    CircuitOpenError,
     DuplicateKeyError,
     KeyguardError,
     KeyNotFoundError,
@@ -54,6 +56,8 @@ __all__ = [
     "Anonymous",
     "AsyncKeyManager",
     "AsyncRateLimiter",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "Clock",
     "Denial",
     "DenialReason",

@@ -9,6 +9,7 @@ Where a caller would reasonably catch a builtin, the exception mixes it in::
     ├── KeyNotFoundError (LookupError)       no key with that key_id
     ├── DuplicateKeyError (ValueError)       a key with that key_id exists already
     └── StorageError                         a backend failed (driver errors chained)
+        ├── CircuitOpenError                 a backend that keeps failing is not called for now
         └── RateLimitBackendError            the rate-limit backend failed
 
 No message ever contains a secret or a whole token: at most the key_id, which is
@@ -18,6 +19,7 @@ public by design.
 from __future__ import annotations
 
 __all__ = [
+    "CircuitOpenError",
     "DuplicateKeyError",
     "KeyNotFoundError",
     "KeyguardError",
@@ -57,6 +59,23 @@ class StorageError(KeyguardError):
 
     Authentication fails closed on this error: the middleware answers 503.
     """
+
+
+class CircuitOpenError(StorageError):
+    """A backend failed repeatedly, so it is not called until a probe finds it back.
+
+    Raised at once, without touching the backend, by a
+    :class:`~keyguard.CircuitBreaker` that is open. ``retry_after`` is the
+    number of seconds until the next probe may be made: the middleware
+    sends it as ``Retry-After`` with its 503.
+    """
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, float]]:
+        return (type(self), (str(self), self.retry_after))
 
 
 class RateLimitBackendError(StorageError):

@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from ._denials import Denial, DenialReason
 from ._drive import Flow, Step
-from ._errors import MalformedKeyError, SecretTooLongError, StorageError
+from ._errors import CircuitOpenError, MalformedKeyError, SecretTooLongError, StorageError
 from ._hashing import SecretHasher, VerifiedSecretCache
 from ._keys import KeyFormat, ParsedKey, parse_key
 from ._last_used import LastUsedRecorder
@@ -75,13 +75,26 @@ class Verified:
         return f"Verified(key_id={self.principal.key_id!r})"
 
 
-def store_unavailable(key_id: str | None) -> Denial:
-    """The 503 of a lookup that failed: authentication fails closed."""
+def store_unavailable(key_id: str | None, error: StorageError | None = None) -> Denial:
+    """The 503 of a lookup that failed: authentication fails closed.
+
+    ``error`` is logged with its traceback when the store failed, once per kind
+    of failure and minute (then counted). A call that an open circuit refused
+    is not logged (the breaker logs that it opened and closed); its wait until
+    the next probe becomes ``Retry-After``.
+    """
+    retry_after: float = 1
+    if isinstance(error, CircuitOpenError):
+        # Every request is refused while the circuit is open, and the breaker logs that it
+        # opened and closed: each refusal has its access-log line, and nothing more.
+        retry_after = error.retry_after
+    elif error is not None:  # one traceback per kind of failure and minute, then a count
+        failures.failed("key store lookup failed", key_id, error)
     return Denial(
         DenialReason.STORE_UNAVAILABLE,
         "the key store is unavailable; try again shortly",
         key_id=key_id,
-        retry_after=1,
+        retry_after=retry_after,
     )
 
 
@@ -285,8 +298,7 @@ class KeyVerifier:
         try:
             record = yield from GetKey(parsed.key_id)
         except StorageError as exc:
-            failures.failed("key store lookup failed", parsed.key_id, exc)
-            return store_unavailable(parsed.key_id)
+            return store_unavailable(parsed.key_id, exc)
         return (yield from self.verify_record(parsed, record))
 
     def verify_record(self, parsed: ParsedKey, record: KeyRecord | None) -> Flow[Verified | Denial]:
@@ -474,8 +486,7 @@ class MemoizedKeyVerifier:
             try:
                 record = yield from GetKey(key_id)
             except StorageError as exc:
-                failures.failed("key store lookup failed", key_id, exc)
-                return store_unavailable(key_id)
+                return store_unavailable(key_id, exc)
             if record is verified.record:
                 return verified
             parsed = verifier.parse(token)  # it parsed when remembered, with these settings

@@ -128,10 +128,11 @@ def test_ttl_bounds_staleness_of_a_change_made_elsewhere(
 def test_by_default_a_change_made_elsewhere_is_seen_within_ten_seconds(
     backing: CountingStore, clock: FakeClock
 ) -> None:
-    """The staleness bound a user gets without choosing one: short, and negatives shorter."""
+    """The staleness bound a user gets without choosing one: short, and the same for
+    unknown key_ids, so that probing one again costs what a known key costs."""
     cache = CachedKeyStore(backing, clock=clock.monotonic)
     assert cache.ttl <= 10.0
-    assert cache.negative_ttl < cache.ttl
+    assert cache.negative_ttl == cache.ttl
     record = sample_record()
     backing.add(record)
     assert cache.get(record.key_id) == record
@@ -361,3 +362,148 @@ async def test_async_path(clock: FakeClock) -> None:
     await cache.atouch({record.key_id: T0})
     await cache.aclose()
     assert len(cache) == 0
+
+
+# -- while the store fails ---------------------------------------------------------------
+
+
+class FailingStore(CountingStore):
+    """A memory store that can be switched to fail every lookup, as a store in an outage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    def get(self, key_id: str) -> Any:
+        if self.down:
+            self.gets += 1
+            raise StorageError("store down (test)")
+        return super().get(key_id)
+
+
+@pytest.fixture
+def failing() -> FailingStore:
+    return FailingStore()
+
+
+def test_an_entry_past_its_ttl_answers_only_while_the_store_fails(
+    failing: FailingStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = CachedKeyStore(failing, ttl=5.0, stale_ttl=30.0, clock=clock.monotonic)
+    record = sample_record()
+    failing.add(record)
+    cache.get(record.key_id)
+    clock.advance(6.0)
+    failing.revoke(record.key_id, T0)  # another process, while the store still answers
+    assert cache.get(record.key_id).revoked_at == T0  # type: ignore[union-attr]
+    clock.advance(6.0)
+    failing.down = True
+    assert cache.get(record.key_id).revoked_at == T0  # type: ignore[union-attr]
+    assert cache.get(record.key_id).revoked_at == T0  # type: ignore[union-attr]
+    assert failing.gets == 4  # each lookup still asks the store first
+    assert "up to 30.0 s past their TTL" in caplog.text
+    assert caplog.text.count("is failing") == 1  # one warning per TTL, not per lookup
+    failing.down = False
+    clock.advance(1.0)
+    assert cache.get(record.key_id).revoked_at == T0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("stale_ttl", "age", "served"),
+    [
+        pytest.param(30.0, 34.9, True, id="within-the-bound"),
+        pytest.param(30.0, 35.0, False, id="at-the-bound"),
+        pytest.param(0.0, 5.0, False, id="turned-off"),
+    ],
+)
+def test_the_stale_bound(
+    failing: FailingStore, clock: FakeClock, stale_ttl: float, age: float, served: bool
+) -> None:
+    cache = CachedKeyStore(failing, ttl=5.0, stale_ttl=stale_ttl, clock=clock.monotonic)
+    record = sample_record()
+    failing.add(record)
+    cache.get(record.key_id)
+    assert cache.get("AAAAAAAAAAAA") is None
+    clock.advance(age)
+    failing.down = True
+    for key_id, answer in ((record.key_id, record), ("AAAAAAAAAAAA", None)):
+        if served:
+            assert cache.get(key_id) == answer
+        else:
+            with pytest.raises(StorageError, match="store down"):
+                cache.get(key_id)
+
+
+def test_a_key_never_looked_up_is_unavailable_during_an_outage(failing: FailingStore) -> None:
+    cache = CachedKeyStore(failing)
+    failing.add(sample_record(key_id="AAAAAAAAAAAA"))
+    failing.down = True
+    with pytest.raises(StorageError, match="store down"):
+        cache.get("AAAAAAAAAAAA")
+
+
+def test_an_announced_revocation_reaches_a_stale_entry_during_an_outage(
+    failing: FailingStore, clock: FakeClock
+) -> None:
+    broadcast = ListBroadcast()
+    cache = CachedKeyStore(failing, clock=clock.monotonic, broadcast=broadcast)
+    record = sample_record()
+    failing.add(record)
+    cache.get(record.key_id)
+    clock.advance(6.0)
+    failing.down = True
+    assert cache.get(record.key_id) == record
+    broadcast.pending = [record.key_id]
+    clock.advance(1.0)
+    with pytest.raises(StorageError):
+        cache.get(record.key_id)
+
+
+@pytest.mark.anyio
+async def test_async_lookups_serve_stale_entries_too(
+    failing: FailingStore, clock: FakeClock
+) -> None:
+    cache = CachedKeyStore(failing, clock=clock.monotonic)
+    record = sample_record()
+    failing.add(record)
+    assert await cache.aget(record.key_id) == record
+    clock.advance(10.0)
+    failing.down = True
+    assert await cache.aget(record.key_id) == record
+    with pytest.raises(StorageError):
+        await cache.aget("AAAAAAAAAAAA")
+
+
+def test_unknown_and_known_key_ids_cost_the_same_lookups(
+    backing: CountingStore, clock: FakeClock
+) -> None:
+    """Probing one key_id again and again costs one store lookup per TTL, known or not."""
+    cache = CachedKeyStore(backing, clock=clock.monotonic)
+    record = sample_record()
+    backing.add(record)
+    for key_id in (record.key_id, "AAAAAAAAAAAA"):
+        backing.gets = 0
+        for _ in range(20):
+            cache.get(key_id)
+            clock.advance(0.5)
+        assert backing.gets == 2, key_id  # at 0 s and at 5 s
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(lambda c, r: c.add(r), id="add"),
+        pytest.param(lambda c, r: c.update(r.key_id, KeyChanges(name=None)), id="update"),
+    ],
+)
+def test_a_record_the_store_refuses_is_its_own_error_through_the_cache(
+    sqlite_store: Any, write: Any
+) -> None:
+    """The SQL store refuses a text field that is not a string with ValueError; the cache
+    passes it on as it is, not as a failure of the store."""
+    cache = CachedKeyStore(sqlite_store)
+    stored = sample_record()
+    cache.add(stored)
+    with pytest.raises(ValueError, match="name must be a string") as caught:
+        write(cache, replace(stored, key_id="AAAAAAAAAAAA", name=None))
+    assert not isinstance(caught.value, StorageError)

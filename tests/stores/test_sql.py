@@ -97,6 +97,33 @@ def test_bad_urls_are_refused(url: str, message: str) -> None:
         SQLKeyStore(url)
 
 
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        pytest.param({"connect_timeout": 0}, ValueError, id="zero-connect-timeout"),
+        pytest.param({"statement_timeout": -1}, ValueError, id="negative-statement-timeout"),
+        pytest.param({"pool_timeout": float("inf")}, ValueError, id="endless-pool-wait"),
+        pytest.param({"admin_timeout": float("nan")}, ValueError, id="nan-admin-timeout"),
+        pytest.param({"statement_timeout": "1"}, TypeError, id="text-timeout"),
+        pytest.param({"connect_timeout": True}, TypeError, id="bool-timeout"),
+        pytest.param({"circuit": "on"}, TypeError, id="not-a-circuit"),
+    ],
+)
+def test_bad_timeouts_and_circuits_are_refused(
+    options: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        SQLKeyStore("postgresql://u@h/db", **options)
+
+
+def test_the_timeouts_default_to_well_under_a_second() -> None:
+    store = SQLKeyStore("postgresql://u@h/db")
+    assert (store.connect_timeout, store.statement_timeout, store.pool_timeout) == (0.5, 0.5, 0.5)
+    assert store.circuit is not None
+    assert (store.circuit.failure_threshold, store.circuit.reset_timeout) == (3, 2.0)
+    assert SQLKeyStore("postgresql://u@h/db", circuit=False).circuit is None
+
+
 def test_explicit_async_url_is_kept() -> None:
     store = SQLKeyStore("sqlite:///a.db", async_url="sqlite+aiosqlite:///b.db")
     assert store.async_url.render_as_string() == "sqlite+aiosqlite:///b.db"
@@ -212,7 +239,7 @@ def test_a_record_with_a_missing_text_field_never_reaches_the_database(
 
 def test_statement_reprs_leave_out_the_parameters() -> None:
     record = sample_record()
-    statement = sql_module._Statement(sa.text("SELECT 1"), sql_module._record_values(record))
+    statement = sql_module._Execute(sa.text("SELECT 1"), sql_module.record_values(record))
     assert record.secret_hash not in repr(statement)
 
 

@@ -7,7 +7,11 @@ can be one object. ``keyguard.testing`` has a contract suite any store can run.
 
 Every failure of the underlying system must surface as
 :class:`~keyguard.StorageError` (with the driver error chained); keyguard
-treats it as "store unavailable" and fails closed.
+treats it as "store unavailable" and fails closed. A store must also bound
+every call (connecting, each operation, the wait for a pooled connection):
+a call that never returns holds a request, and enough of them stop the whole
+app. :class:`~keyguard.CircuitBreaker` makes a store that keeps failing fail
+fast; :class:`~keyguard.stores.sql.SQLKeyStore` shows both.
 """
 
 from __future__ import annotations

@@ -1,49 +1,57 @@
 """A key store on SQL databases: SQLite (the embedded default) and PostgreSQL.
 
 Install with ``pip install 'keyguard[sql]'`` (SQLAlchemy 2 Core, psycopg 3,
-aiosqlite). One table, defined once and used by the sync and the async
-engine alike::
+aiosqlite). The table (``keyguard_keys``, see ``_sql_schema.py``) lives in
+the module-level :data:`metadata` (for Alembic's ``target_metadata``), and
+:func:`keys_table` adds it, under any name and schema, to a ``MetaData`` of
+your own. :meth:`SQLKeyStore.create_schema` is the quick path for apps that
+do not run migrations.
 
-    keyguard_keys
-      key_id        VARCHAR(64)   primary key      public part of the token
-      owner         TEXT          indexed          who the key belongs to
-      name          TEXT
-      environment   VARCHAR(32)
-      secret_hash   TEXT                           never the secret itself
-      scopes        JSON (JSONB)                   sorted array of strings
-      created_at, expires_at, revoked_at, last_used_at
-                    TIMESTAMP WITH TIME ZONE       UTC; naive UTC text on SQLite
-      metadata      JSON (JSONB)
-      rate_limit    JSON (JSONB)                   {"name","quota","window","burst"} or NULL
-      replaced_by   VARCHAR(64)
-
-The table lives in the module-level :data:`metadata` (for Alembic's
-``target_metadata``), and :func:`keys_table` adds it, under any name and
-schema, to a ``MetaData`` of your own. :meth:`SQLKeyStore.create_schema` is
-the quick path for apps that do not run migrations.
+Each operation is written once, as a flow of :class:`_Execute` steps (one
+statement and its parameters each), and driven by keyguard's one pair of
+drivers: :func:`~keyguard._drive.drive_sync` on a ``Connection``,
+:func:`~keyguard._drive.drive_async` on an ``AsyncConnection``.
 
 Every driver error surfaces as :class:`~keyguard.StorageError` with the driver
 error chained; statement parameters (which include secret hashes) are kept out
-of messages and logs (SQLAlchemy's ``hide_parameters``).
+of messages and logs (SQLAlchemy's ``hide_parameters``). Every call to
+PostgreSQL is bounded: the wait for a pooled connection (``pool_timeout``),
+connecting (``connect_timeout``) and each operation (``statement_timeout``),
+and a :class:`~keyguard.CircuitBreaker` stops calling a server that keeps
+failing (see ``docs/stores.md``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 import threading
-from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from datetime import datetime
+from typing import Any, Final, TypeVar
 
-from .._errors import DuplicateKeyError, KeyguardError, StorageError
+from .._circuit import CircuitBreaker
+from .._drive import Flow, Step, drive_async, drive_sync
+from .._errors import DuplicateKeyError, StorageError
 from .._records import KeyChanges, KeyRecord
-from ..ratelimit._policy import Policy
+from ._sql_deadline import Alarm, Watchdog, connect_within, pg_socket
+from ._sql_schema import (
+    DEFAULT_TABLE_NAME,
+    UTCDateTime,
+    check_text,
+    encode,
+    keys_table,
+    metadata,
+    record_from_row,
+    record_values,
+    table,
+)
 
 try:
     import sqlalchemy as sa
     from sqlalchemy import exc as sa_exc
-    from sqlalchemy.dialects import postgresql
     from sqlalchemy.engine import Connection, Dialect, Engine, make_url
     from sqlalchemy.engine.url import URL
     from sqlalchemy.sql.expression import Executable
@@ -51,9 +59,14 @@ except ImportError as exc:  # pragma: no cover (the extra is installed in tests)
     raise ImportError("keyguard.stores.sql needs SQLAlchemy: pip install 'keyguard[sql]'") from exc
 
 __all__ = [
+    "DEFAULT_ADMIN_TIMEOUT",
+    "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_DATABASE_URL",
+    "DEFAULT_POOL_TIMEOUT",
+    "DEFAULT_STATEMENT_TIMEOUT",
     "DEFAULT_TABLE_NAME",
     "SQLKeyStore",
+    "UTCDateTime",
     "default_database_url",
     "keys_table",
     "metadata",
@@ -62,177 +75,29 @@ __all__ = [
 
 #: The embedded default: a SQLite file in the working directory.
 DEFAULT_DATABASE_URL = "sqlite:///keyguard.db"
-DEFAULT_TABLE_NAME = "keyguard_keys"
-#: Seconds a PostgreSQL connection attempt may take before the store reports
-#: itself unavailable (authentication then fails closed with 503).
-DEFAULT_CONNECT_TIMEOUT = 5
+#: Seconds a new PostgreSQL connection may take (TCP, TLS, authentication).
+DEFAULT_CONNECT_TIMEOUT: Final = 0.5
+#: Seconds one operation on PostgreSQL (a lookup, a write, a batch of last-used
+#: times) may take on its connection, commit included.
+DEFAULT_STATEMENT_TIMEOUT: Final = 0.5
+#: Seconds a call may wait for a free connection of the pool.
+DEFAULT_POOL_TIMEOUT: Final = 0.5
+#: Seconds ``list_keys`` and ``create_schema`` may take: they are not on the
+#: request path, and a long list may take longer than a lookup.
+DEFAULT_ADMIN_TIMEOUT: Final = 30.0
+#: Where the alarm of a connection's first use (SQLAlchemy's dialect set-up) is kept.
+_SETUP_ALARM: Final = "keyguard_setup_alarm"
 
 T = TypeVar("T")
+
+#: What a statement answers: its rows (none for a write without RETURNING).
+Rows = Sequence[sa.Row[Any]]
 
 
 def default_database_url(environ: Mapping[str, str] | None = None) -> str:
     """``$KEYGUARD_DATABASE_URL`` when set, else ``sqlite:///keyguard.db``."""
     env = os.environ if environ is None else environ
     return env.get("KEYGUARD_DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
-
-
-class UTCDateTime(sa.types.TypeDecorator[datetime]):
-    """A timezone-aware UTC datetime, stored exactly (microseconds included).
-
-    PostgreSQL keeps ``timestamptz``; SQLite keeps naive UTC text of fixed
-    width, so that comparisons in SQL (``last_used_at < ?``) stay correct.
-    """
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("keyguard stores only timezone-aware datetimes (use datetime.UTC)")
-        value = value.astimezone(UTC)
-        if dialect.name == "sqlite":
-            return value.replace(tzinfo=None)
-        return value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
-
-
-def _json() -> sa.types.TypeEngine[Any]:
-    return sa.JSON(none_as_null=True).with_variant(
-        postgresql.JSONB(none_as_null=True), "postgresql"
-    )
-
-
-def keys_table(
-    metadata: sa.MetaData, name: str = DEFAULT_TABLE_NAME, *, schema: str | None = None
-) -> sa.Table:
-    """Define the keys table in ``metadata`` (yours, for your Alembic migrations).
-
-    Args:
-        metadata: Where the table is added.
-        name: Table name; the owner index is ``ix_<name>_owner``.
-        schema: PostgreSQL schema, or ``None`` for the default one.
-    """
-    return sa.Table(
-        name,
-        metadata,
-        sa.Column("key_id", sa.String(64), primary_key=True),
-        sa.Column("owner", sa.Text, nullable=False),
-        sa.Column("name", sa.Text, nullable=False, server_default=""),
-        sa.Column("environment", sa.String(32), nullable=False),
-        sa.Column("secret_hash", sa.Text, nullable=False),
-        sa.Column("scopes", _json(), nullable=False),
-        sa.Column("created_at", UTCDateTime, nullable=True),
-        sa.Column("expires_at", UTCDateTime, nullable=True),
-        sa.Column("revoked_at", UTCDateTime, nullable=True),
-        sa.Column("last_used_at", UTCDateTime, nullable=True),
-        sa.Column("metadata", _json(), nullable=False),
-        sa.Column("rate_limit", _json(), nullable=True),
-        sa.Column("replaced_by", sa.String(64), nullable=True),
-        sa.Index(f"ix_{name}_owner", "owner"),
-        schema=schema,
-    )
-
-
-#: The default table's ``MetaData``: ``target_metadata`` for Alembic.
-metadata = sa.MetaData()
-#: The default table, ``keyguard_keys`` in the default schema.
-table = keys_table(metadata)
-
-
-def _policy_to_json(policy: Policy | None) -> dict[str, Any] | None:
-    if policy is None:
-        return None
-    return {
-        "name": policy.name,
-        "quota": policy.quota,
-        "window": policy.window,
-        "burst": policy.burst,
-    }
-
-
-def _policy_from_json(value: Mapping[str, Any] | None) -> Policy | None:
-    if value is None:
-        return None
-    return Policy(
-        name=value["name"], quota=value["quota"], window=value["window"], burst=value["burst"]
-    )
-
-
-_ENCODERS: dict[str, Any] = {
-    "scopes": sorted,
-    "metadata": dict,
-    "rate_limit": _policy_to_json,
-}
-
-
-def _encode(field_name: str, value: Any) -> Any:
-    encoder = _ENCODERS.get(field_name)
-    return value if encoder is None else encoder(value)
-
-
-#: The NOT NULL text columns. A NULL there would fail in the database, and
-#: PostgreSQL's error would quote the whole row, secret hash included.
-_REQUIRED_TEXT = ("key_id", "owner", "name", "environment", "secret_hash")
-
-
-def _check_text(values: Mapping[str, Any]) -> Mapping[str, Any]:
-    for name in _REQUIRED_TEXT:
-        if name in values and not isinstance(values[name], str):
-            raise ValueError(f"{name} must be a string, not {type(values[name]).__name__}")
-    return values
-
-
-def _record_values(record: KeyRecord) -> Mapping[str, Any]:
-    return _check_text(
-        {
-            "key_id": record.key_id,
-            "owner": record.owner,
-            "name": record.name,
-            "environment": record.environment,
-            "secret_hash": record.secret_hash,
-            "scopes": _encode("scopes", record.scopes),
-            "created_at": record.created_at,
-            "expires_at": record.expires_at,
-            "revoked_at": record.revoked_at,
-            "last_used_at": record.last_used_at,
-            "metadata": _encode("metadata", record.metadata),
-            "rate_limit": _encode("rate_limit", record.rate_limit),
-            "replaced_by": record.replaced_by,
-        }
-    )
-
-
-def _record_from_row(row: sa.Row[Any]) -> KeyRecord:
-    m = row._mapping
-    try:
-        return KeyRecord(
-            key_id=m["key_id"],
-            owner=m["owner"],
-            name=m["name"],
-            environment=m["environment"],
-            secret_hash=m["secret_hash"],
-            scopes=frozenset(m["scopes"]),
-            created_at=m["created_at"],
-            expires_at=m["expires_at"],
-            revoked_at=m["revoked_at"],
-            last_used_at=m["last_used_at"],
-            metadata=dict(m["metadata"]),
-            rate_limit=_policy_from_json(m["rate_limit"]),
-            replaced_by=m["replaced_by"],
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise StorageError(
-            f"the stored record of key {m['key_id']!r} is malformed ({type(exc).__name__}); "
-            f"was the table edited by hand?"
-        ) from exc
 
 
 def _derive_urls(url: str, async_url: str | None) -> tuple[URL, URL]:
@@ -259,24 +124,25 @@ def _derive_urls(url: str, async_url: str | None) -> tuple[URL, URL]:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Statement:
-    statement: Executable
-    params: Any = field(default=None, repr=False)  # may hold a secret hash
+class _Execute(Step[Rows]):
+    """Run one statement on the flow's connection; answer its rows."""
 
+    __slots__ = ("params", "statement")
 
-#: An SQL operation: yields statements, receives each one's rows.
-_SqlFlow = Generator[_Statement, Sequence[sa.Row[Any]], T]
+    def __init__(self, statement: Executable, params: Any = None) -> None:
+        self.statement = statement
+        self.params = params  # may hold a secret hash: never in the repr
 
+    def __repr__(self) -> str:
+        return f"_Execute({type(self.statement).__name__})"
 
-def _run_sync(flow: _SqlFlow[T], conn: Connection) -> T:
-    try:
-        step = next(flow)
-        while True:
-            result = conn.execute(step.statement, step.params)
-            step = flow.send(result.all() if result.returns_rows else [])
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+    def run(self, io: Connection) -> Rows:
+        result = io.execute(self.statement, self.params)
+        return result.all() if result.returns_rows else []
+
+    async def arun(self, io: Any) -> Rows:
+        result = await io.execute(self.statement, self.params)
+        return result.all() if result.returns_rows else []
 
 
 def _reading(engine: Any) -> Any:
@@ -287,12 +153,36 @@ def _reading(engine: Any) -> Any:
     return engine
 
 
-def _is_unique_violation(exc: sa_exc.IntegrityError) -> bool:
+def _is_unique_violation(exc: BaseException | None) -> bool:
+    if not isinstance(exc, sa_exc.IntegrityError):
+        return False
     orig = exc.orig
     sqlstate = getattr(orig, "sqlstate", None)
     if sqlstate is not None:
         return bool(sqlstate == "23505")
     return "UNIQUE" in str(orig).upper()
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """Whether a driver error says the database is unreachable, hung or broke the
+    connection (what opens the circuit), rather than that it answered with an error."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+
+
+def _in_memory(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and (
+        url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+    )
+
+
+def _positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
+    return float(value)
 
 
 class SQLKeyStore:
@@ -303,6 +193,17 @@ class SQLKeyStore:
     aiosqlite or psycopg 3), made on first use. Each lookup is one query on the
     primary key; each write is one statement (``UPDATE ... RETURNING``), so
     concurrent revokes and updates of different fields never undo each other.
+
+    On PostgreSQL no call waits without bound, even on a server that hangs:
+    at most ``pool_timeout`` for a pooled connection, ``connect_timeout`` for
+    a new one, and ``statement_timeout`` for the operation itself (a lookup,
+    a write, a batch of last-used times; ``admin_timeout`` for
+    :meth:`list_keys` and :meth:`create_schema`). A call past its deadline has
+    its connection cut and fails with :class:`~keyguard.StorageError`. After
+    ``circuit.failure_threshold`` failures in a row, calls fail at once with
+    :class:`~keyguard.CircuitOpenError` until a probe finds the server back.
+    The deadlines of operations are kept by one watchdog thread per store,
+    started on first use and stopped by :meth:`close` / :meth:`aclose`.
 
     SQLite is for one machine: it serves many processes on one file, writes
     one at a time (waiting up to 5 s for the lock), and :meth:`create_schema`
@@ -316,11 +217,23 @@ class SQLKeyStore:
         async_url: URL of the async engine, when it cannot be derived.
         table_name: Name of the keys table.
         schema: PostgreSQL schema of the table.
+        connect_timeout: Seconds a new PostgreSQL connection may take (0.5).
+        statement_timeout: Seconds one PostgreSQL operation may take on its
+            connection (0.5).
+        pool_timeout: Seconds a call waits for a free pooled connection (0.5),
+            on PostgreSQL and SQLite files alike.
+        admin_timeout: Seconds :meth:`list_keys` and :meth:`create_schema`
+            may take on PostgreSQL (30).
+        circuit: The :class:`~keyguard.CircuitBreaker` of this store; True (the
+            default) for one with its defaults (3 failures in a row open it
+            for 2 s), False for none.
         engine_options: Extra ``create_engine`` keyword arguments (pool sizes, ...).
         async_engine_options: Extra ``create_async_engine`` keyword arguments.
 
     Raises:
-        ValueError: The URL is not one this store can use.
+        TypeError: A timeout is not a number, or ``circuit`` not a breaker or a bool.
+        ValueError: The URL is not one this store can use, or a timeout is not
+            a positive, finite number of seconds.
     """
 
     def __init__(
@@ -330,6 +243,11 @@ class SQLKeyStore:
         async_url: str | None = None,
         table_name: str = DEFAULT_TABLE_NAME,
         schema: str | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+        admin_timeout: float = DEFAULT_ADMIN_TIMEOUT,
+        circuit: CircuitBreaker | bool = True,
         engine_options: Mapping[str, Any] | None = None,
         async_engine_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -340,6 +258,15 @@ class SQLKeyStore:
             self.metadata = sa.MetaData()
             self.table = keys_table(self.metadata, table_name, schema=schema)
         self.schema = schema
+        self.connect_timeout = _positive("connect_timeout", connect_timeout)
+        self.statement_timeout = _positive("statement_timeout", statement_timeout)
+        self.pool_timeout = _positive("pool_timeout", pool_timeout)
+        self.admin_timeout = _positive("admin_timeout", admin_timeout)
+        if circuit is True:
+            circuit = CircuitBreaker(name="SQL key store")
+        elif circuit is not False and not isinstance(circuit, CircuitBreaker):
+            raise TypeError(f"circuit must be a CircuitBreaker, True or False, got {circuit!r}")
+        self.circuit: CircuitBreaker | None = circuit or None
         self._engine_options = self._options(self.url, engine_options)
         self._async_engine_options = self._options(self.async_url, async_engine_options)
         self._engine: Engine | None = None
@@ -347,13 +274,18 @@ class SQLKeyStore:
         self._async_engine: Any = None
         self._async_reader: Any = None
         self._engine_lock = threading.Lock()
+        self._watchdog = Watchdog()
         self._build_statements()
 
-    @staticmethod
-    def _options(url: URL, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _options(self, url: URL, extra: Mapping[str, Any] | None) -> dict[str, Any]:
         options: dict[str, Any] = {"hide_parameters": True}
+        if not _in_memory(url):
+            options["pool_timeout"] = self.pool_timeout
         if url.get_backend_name() == "postgresql":
-            options["connect_args"] = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT}
+            # libpq counts whole seconds from 2; the store's own deadline is the shorter one,
+            # and this one ends a connect that the store gave up on.
+            libpq_timeout = max(2, math.ceil(self.connect_timeout))
+            options["connect_args"] = {"connect_timeout": libpq_timeout}
         options.update(extra or {})
         return options
 
@@ -386,12 +318,18 @@ class SQLKeyStore:
             f"table={self.table.fullname!r})"
         )
 
+    # -- engines --------------------------------------------------------------------------
+
     @property
     def engine(self) -> Engine:
         """The sync engine, made on first use."""
         with self._engine_lock:
             if self._engine is None:
-                self._engine = sa.create_engine(self.url, **self._engine_options)
+                engine = sa.create_engine(self.url, **self._engine_options)
+                if engine.dialect.name == "postgresql":
+                    sa.event.listen(engine, "do_connect", self._connect_within)
+                    self._guard_setup(engine.pool)
+                self._engine = engine
             return self._engine
 
     @property
@@ -414,25 +352,78 @@ class SQLKeyStore:
             if self._async_engine is None:
                 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: PLC0415 (lazy)
 
-                self._async_engine = create_async_engine(
-                    self.async_url, **self._async_engine_options
-                )
+                options = dict(self._async_engine_options)
+                postgres = self.async_url.get_backend_name() == "postgresql"
+                if postgres and "psycopg" in self.async_url.drivername:
+                    options.setdefault("async_creator", self._aconnect_within)
+                self._async_engine = create_async_engine(self.async_url, **options)
+                if postgres:
+                    self._guard_setup(self._async_engine.sync_engine.pool)
             return self._async_engine
 
-    def _error(self, operation: str, exc: Exception) -> StorageError:
-        cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
-        first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-        detail = f"{type(cause).__name__}: {first_line}" if first_line else type(cause).__name__
-        return StorageError(f"SQL key store: {operation} failed ({detail})")
+    def _connect_within(self, dialect: Dialect, record: Any, cargs: Any, cparams: Any) -> Any:
+        """SQLAlchemy's ``do_connect``: a sync PostgreSQL connection within ``connect_timeout``."""
+
+        def connect() -> Any:
+            return dialect.connect(*cargs, **cparams)
+
+        try:
+            return connect_within(connect, self.connect_timeout, _close_quietly)
+        except TimeoutError as exc:
+            raise _connect_timeout_error(self.connect_timeout) from exc
+
+    async def _aconnect_within(self) -> Any:
+        """The async engine's ``async_creator``: psycopg's connect under ``asyncio.timeout``,
+        which ends it promptly (unlike a cancelled query)."""
+        import psycopg  # noqa: PLC0415 (the async engine's driver, imported by SQLAlchemy too)
+
+        engine = self._async_engine
+        cargs, cparams = engine.sync_engine.dialect.create_connect_args(self.async_url)
+        cparams.update(self._async_engine_options.get("connect_args", {}))
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                return await psycopg.AsyncConnection.connect(*cargs, **cparams)
+        except TimeoutError as exc:
+            raise _connect_timeout_error(self.connect_timeout) from exc
+
+    def _guard_setup(self, pool: Any) -> None:
+        """Bound SQLAlchemy's set-up queries on a pool's first connection (its
+        ``first_connect`` event) by ``statement_timeout``, like any operation."""
+
+        def arm(dbapi_connection: Any, record: Any) -> None:
+            driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+            fileno = pg_socket(driver)
+            if fileno is not None:
+                record.info[_SETUP_ALARM] = self._watchdog.arm(fileno, self.statement_timeout)
+
+        def disarm(dbapi_connection: Any, record: Any) -> None:
+            alarm = record.info.pop(_SETUP_ALARM, None)
+            if alarm is not None:
+                self._watchdog.disarm(alarm)
+
+        sa.event.listen(pool, "first_connect", arm, insert=True)
+        sa.event.listen(pool, "connect", disarm)
+
+    def _arm(self, pooled: Any, timeout: float) -> Alarm | None:
+        fileno = pg_socket(pooled.driver_connection)
+        return None if fileno is None else self._watchdog.arm(fileno, timeout)
 
     # -- the operations, written once as statement flows -------------------------------
 
-    def _get_flow(self, key_id: str) -> _SqlFlow[KeyRecord | None]:
-        rows = yield _Statement(self._select_one, {"p_key_id": key_id})
-        return _record_from_row(rows[0]) if rows else None
+    def _get_flow(self, key_id: str) -> Flow[KeyRecord | None]:
+        rows = yield from _Execute(self._select_one, {"p_key_id": key_id})
+        return record_from_row(rows[0]) if rows else None
 
-    def _add_flow(self, record: KeyRecord) -> _SqlFlow[None]:
-        yield _Statement(self._insert, _record_values(record))
+    def _add_flow(self, record: KeyRecord) -> Flow[None]:
+        values = record_values(record)
+        try:
+            yield from _Execute(self._insert, values)
+        except StorageError as exc:
+            if _is_unique_violation(exc.__cause__):
+                raise DuplicateKeyError(
+                    f"a key with key_id {record.key_id!r} exists already"
+                ) from exc.__cause__
+            raise
 
     def _returning(self, statement: sa.Update, dialect: Dialect) -> sa.Update:
         if dialect.update_returning:
@@ -441,72 +432,114 @@ class SQLKeyStore:
 
     def _update_flow(
         self, key_id: str, changes: KeyChanges, dialect: Dialect
-    ) -> _SqlFlow[KeyRecord | None]:
-        values = _check_text({name: _encode(name, value) for name, value in changes.items()})
+    ) -> Flow[KeyRecord | None]:
+        values = check_text({name: encode(name, value) for name, value in changes.items()})
         if not values:
             return (yield from self._get_flow(key_id))
         statement = sa.update(self.table).where(self.table.c.key_id == key_id).values(**values)
-        rows = yield _Statement(self._returning(statement, dialect))
+        rows = yield from _Execute(self._returning(statement, dialect))
         if not dialect.update_returning:
             return (yield from self._get_flow(key_id))
-        return _record_from_row(rows[0]) if rows else None
+        return record_from_row(rows[0]) if rows else None
 
-    def _revoke_flow(
-        self, key_id: str, at: datetime, dialect: Dialect
-    ) -> _SqlFlow[KeyRecord | None]:
+    def _revoke_flow(self, key_id: str, at: datetime, dialect: Dialect) -> Flow[KeyRecord | None]:
         # COALESCE keeps the first revocation time, atomically, however many race.
-        rows = yield _Statement(
+        rows = yield from _Execute(
             self._returning(self._revoke, dialect), {"p_key_id": key_id, "p_at": at}
         )
         if not dialect.update_returning:
             return (yield from self._get_flow(key_id))
-        return _record_from_row(rows[0]) if rows else None
+        return record_from_row(rows[0]) if rows else None
 
-    def _list_flow(self, owner: str | None) -> _SqlFlow[list[KeyRecord]]:
+    def _list_flow(self, owner: str | None) -> Flow[list[KeyRecord]]:
         t = self.table
         statement = sa.select(t).order_by(t.c.created_at.asc().nulls_first(), t.c.key_id)
         if owner is not None:
             statement = statement.where(t.c.owner == owner)
-        rows = yield _Statement(statement)
-        return [_record_from_row(row) for row in rows]
+        rows = yield from _Execute(statement)
+        return [record_from_row(row) for row in rows]
 
-    def _touch_flow(self, last_used: Mapping[str, datetime]) -> _SqlFlow[None]:
+    def _touch_flow(self, last_used: Mapping[str, datetime]) -> Flow[None]:
         if not last_used:
             return
         # Sorted, so that two batches lock rows in the same order and never deadlock.
         params = [{"p_key_id": k, "p_when": last_used[k]} for k in sorted(last_used)]
-        yield _Statement(self._touch, params)
+        yield from _Execute(self._touch, params)
+
+    # -- failures and the circuit -----------------------------------------------------------
+
+    def _error(self, operation: str, exc: BaseException) -> StorageError:
+        cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
+        first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        detail = f"{type(cause).__name__}: {first_line}" if first_line else type(cause).__name__
+        error = StorageError(f"SQL key store: {operation} failed ({detail})")
+        error.__cause__ = exc
+        return error
+
+    def _failure(self, operation: str, exc: Exception) -> Exception:
+        """The error a caller gets: a driver error (raised, or wrapped by the driver of
+        the flow) as a one-line StorageError; keyguard's own errors as they are."""
+        if isinstance(exc, sa_exc.SQLAlchemyError):
+            return self._error(operation, exc)
+        if type(exc) is StorageError and isinstance(exc.__cause__, sa_exc.SQLAlchemyError):
+            return self._error(operation, exc.__cause__)
+        return exc
+
+    def _admit(self) -> bool:
+        return False if self.circuit is None else self.circuit.admit()
+
+    def _report(self, probe: bool, failure: Exception | None) -> None:
+        """Tell the circuit what a call proved about the database."""
+        circuit = self.circuit
+        if circuit is None:
+            return
+        if failure is None:
+            circuit.succeeded(probe)
+            return
+        cause = failure if isinstance(failure, sa_exc.SQLAlchemyError) else failure.__cause__
+        if isinstance(cause, sa_exc.TimeoutError):  # the pool was busy: waiting, not an outage
+            circuit.abandoned(probe)
+        elif isinstance(cause, sa_exc.SQLAlchemyError):
+            if _is_outage(cause):
+                circuit.failed(probe)
+            else:  # the database answered, with an error (a duplicate key, a missing table)
+                circuit.succeeded(probe)
+        else:
+            circuit.abandoned(probe)
 
     # -- sync ---------------------------------------------------------------------------
 
-    def _read(self, operation: str, flow: _SqlFlow[T]) -> T:
+    def _run(self, operation: str, flow: Flow[T], *, write: bool, timeout: float) -> T:
+        probe = self._admit()
         try:
-            with self._read_engine.connect() as conn:
-                return _run_sync(flow, conn)
-        except sa_exc.SQLAlchemyError as exc:
-            raise self._error(operation, exc) from exc
-
-    def _write(self, operation: str, flow: _SqlFlow[T], key_id: str | None = None) -> T:
-        try:
-            with self.engine.begin() as conn:
-                return _run_sync(flow, conn)
-        except sa_exc.SQLAlchemyError as exc:
-            raise self._write_error(operation, exc, key_id) from exc
-
-    def _write_error(
-        self, operation: str, exc: sa_exc.SQLAlchemyError, key_id: str | None
-    ) -> KeyguardError:
-        if (
-            operation == "add"
-            and isinstance(exc, sa_exc.IntegrityError)
-            and _is_unique_violation(exc)
-        ):
-            return DuplicateKeyError(f"a key with key_id {key_id!r} exists already")
-        return self._error(operation, exc)
+            engine = self.engine if write else self._read_engine
+            with engine.connect() as conn:
+                alarm = self._arm(conn.connection, timeout)
+                try:
+                    if write:
+                        with conn.begin():
+                            result = drive_sync(flow, conn)
+                    else:
+                        result = drive_sync(flow, conn)
+                finally:
+                    if alarm is not None and self._watchdog.disarm(alarm):
+                        conn.invalidate()  # cut at its deadline: never back into the pool
+        except Exception as exc:
+            failure = self._failure(operation, exc)
+            self._report(probe, failure)
+            if failure is exc:
+                raise
+            raise failure from failure.__cause__
+        except BaseException:  # interrupted: proves nothing about the database
+            if self.circuit is not None:
+                self.circuit.abandoned(probe)
+            raise
+        self._report(probe, None)
+        return result
 
     def get(self, key_id: str) -> KeyRecord | None:
         """Return the record for ``key_id`` or ``None``: one query on the primary key."""
-        return self._read("get", self._get_flow(key_id))
+        return self._run("get", self._get_flow(key_id), write=False, timeout=self.statement_timeout)
 
     def add(self, record: KeyRecord) -> None:
         """Insert ``record``.
@@ -515,7 +548,7 @@ class SQLKeyStore:
             DuplicateKeyError: The key_id is taken.
             ValueError: A text field of the record (owner, name, ...) is not a string.
         """
-        self._write("add", self._add_flow(record), record.key_id)
+        self._run("add", self._add_flow(record), write=True, timeout=self.statement_timeout)
 
     def update(self, key_id: str, changes: KeyChanges) -> KeyRecord | None:
         """Apply ``changes`` in one ``UPDATE``; return the new record or ``None``.
@@ -523,19 +556,23 @@ class SQLKeyStore:
         Raises:
             ValueError: A changed text field (name, ...) is not a string.
         """
-        return self._write("update", self._update_flow(key_id, changes, self.engine.dialect))
+        flow = self._update_flow(key_id, changes, self.engine.dialect)
+        return self._run("update", flow, write=True, timeout=self.statement_timeout)
 
     def revoke(self, key_id: str, at: datetime) -> KeyRecord | None:
         """Set ``revoked_at`` unless set (idempotent, race-free); return the record or ``None``."""
-        return self._write("revoke", self._revoke_flow(key_id, at, self.engine.dialect))
+        flow = self._revoke_flow(key_id, at, self.engine.dialect)
+        return self._run("revoke", flow, write=True, timeout=self.statement_timeout)
 
     def list_keys(self, owner: str | None = None) -> list[KeyRecord]:
         """All records, or those of ``owner``, oldest first."""
-        return self._read("list_keys", self._list_flow(owner))
+        flow = self._list_flow(owner)
+        return self._run("list_keys", flow, write=False, timeout=self.admin_timeout)
 
     def touch(self, last_used: Mapping[str, datetime]) -> None:
         """Record last-used times in one transaction; a time never moves backwards."""
-        self._write("touch", self._touch_flow(last_used))
+        flow = self._touch_flow(last_used)
+        self._run("touch", flow, write=True, timeout=self.statement_timeout)
 
     def create_schema(self) -> None:
         """Create the table and its index if missing (and the schema, on PostgreSQL).
@@ -548,8 +585,14 @@ class SQLKeyStore:
             if self.engine.dialect.name == "sqlite":
                 with self.engine.connect() as conn:
                     conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-            with self.engine.begin() as conn:
-                self._create(conn)
+            with self.engine.connect() as conn:
+                alarm = self._arm(conn.connection, self.admin_timeout)
+                try:
+                    with conn.begin():
+                        self._create(conn)
+                finally:
+                    if alarm is not None and self._watchdog.disarm(alarm):
+                        conn.invalidate()
         except sa_exc.SQLAlchemyError as exc:
             raise self._error("create_schema", exc) from exc
 
@@ -559,52 +602,72 @@ class SQLKeyStore:
         self.metadata.create_all(conn, tables=[self.table], checkfirst=True)
 
     def close(self) -> None:
-        """Close the sync engine's connections. Async users call :meth:`aclose`."""
+        """Close the sync engine's connections and stop the watchdog thread.
+        Async users call :meth:`aclose`."""
         if self._engine is not None:
             self._engine.dispose()
             self._engine = self._reader = None
+        self._watchdog.close()  # started again by the next call, if there is one
 
     # -- async --------------------------------------------------------------------------
 
-    async def _aread(self, operation: str, flow: _SqlFlow[T]) -> T:
+    async def _arun(self, operation: str, flow: Flow[T], *, write: bool, timeout: float) -> T:
+        probe = self._admit()
         try:
-            async with self._async_read_engine.connect() as conn:
-                return await _run_async(flow, conn)
-        except sa_exc.SQLAlchemyError as exc:
-            raise self._error(operation, exc) from exc
-
-    async def _awrite(self, operation: str, flow: _SqlFlow[T], key_id: str | None = None) -> T:
-        try:
-            async with self.async_engine.begin() as conn:
-                return await _run_async(flow, conn)
-        except sa_exc.SQLAlchemyError as exc:
-            raise self._write_error(operation, exc, key_id) from exc
+            engine = self.async_engine if write else self._async_read_engine
+            async with engine.connect() as conn:
+                alarm = self._arm(await conn.get_raw_connection(), timeout)
+                try:
+                    if write:
+                        async with conn.begin():
+                            result = await drive_async(flow, conn)
+                    else:
+                        result = await drive_async(flow, conn)
+                finally:
+                    if alarm is not None and self._watchdog.disarm(alarm):
+                        await conn.invalidate()
+        except Exception as exc:
+            failure = self._failure(operation, exc)
+            self._report(probe, failure)
+            if failure is exc:
+                raise
+            raise failure from failure.__cause__
+        except BaseException:  # cancelled: proves nothing about the database
+            if self.circuit is not None:
+                self.circuit.abandoned(probe)
+            raise
+        self._report(probe, None)
+        return result
 
     async def aget(self, key_id: str) -> KeyRecord | None:
         """See :meth:`get`."""
-        return await self._aread("get", self._get_flow(key_id))
+        flow = self._get_flow(key_id)
+        return await self._arun("get", flow, write=False, timeout=self.statement_timeout)
 
     async def aadd(self, record: KeyRecord) -> None:
         """See :meth:`add`."""
-        await self._awrite("add", self._add_flow(record), record.key_id)
+        flow = self._add_flow(record)
+        await self._arun("add", flow, write=True, timeout=self.statement_timeout)
 
     async def aupdate(self, key_id: str, changes: KeyChanges) -> KeyRecord | None:
         """See :meth:`update`."""
-        dialect = self.async_engine.dialect
-        return await self._awrite("update", self._update_flow(key_id, changes, dialect))
+        flow = self._update_flow(key_id, changes, self.async_engine.dialect)
+        return await self._arun("update", flow, write=True, timeout=self.statement_timeout)
 
     async def arevoke(self, key_id: str, at: datetime) -> KeyRecord | None:
         """See :meth:`revoke`."""
-        dialect = self.async_engine.dialect
-        return await self._awrite("revoke", self._revoke_flow(key_id, at, dialect))
+        flow = self._revoke_flow(key_id, at, self.async_engine.dialect)
+        return await self._arun("revoke", flow, write=True, timeout=self.statement_timeout)
 
     async def alist_keys(self, owner: str | None = None) -> list[KeyRecord]:
         """See :meth:`list_keys`."""
-        return await self._aread("list_keys", self._list_flow(owner))
+        flow = self._list_flow(owner)
+        return await self._arun("list_keys", flow, write=False, timeout=self.admin_timeout)
 
     async def atouch(self, last_used: Mapping[str, datetime]) -> None:
         """See :meth:`touch`."""
-        await self._awrite("touch", self._touch_flow(last_used))
+        flow = self._touch_flow(last_used)
+        await self._arun("touch", flow, write=True, timeout=self.statement_timeout)
 
     async def acreate_schema(self) -> None:
         """See :meth:`create_schema`."""
@@ -612,24 +675,32 @@ class SQLKeyStore:
             if self.async_engine.dialect.name == "sqlite":
                 async with self.async_engine.connect() as conn:
                     await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-            async with self.async_engine.begin() as conn:
-                await conn.run_sync(self._create)
+            async with self.async_engine.connect() as conn:
+                alarm = self._arm(await conn.get_raw_connection(), self.admin_timeout)
+                try:
+                    async with conn.begin():
+                        await conn.run_sync(self._create)
+                finally:
+                    if alarm is not None and self._watchdog.disarm(alarm):
+                        await conn.invalidate()
         except sa_exc.SQLAlchemyError as exc:
             raise self._error("create_schema", exc) from exc
 
     async def aclose(self) -> None:
-        """Close the connections of both engines."""
+        """Close the connections of both engines and stop the watchdog thread."""
         if self._async_engine is not None:
             await self._async_engine.dispose()
             self._async_engine = self._async_reader = None
         self.close()
 
 
-async def _run_async(flow: _SqlFlow[T], conn: Any) -> T:
-    try:
-        step = next(flow)
-        while True:
-            result = await conn.execute(step.statement, step.params)
-            step = flow.send(result.all() if result.returns_rows else [])
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+def _connect_timeout_error(timeout: float) -> Exception:
+    """psycopg's own timeout error, which SQLAlchemy wraps like any driver error."""
+    import psycopg  # noqa: PLC0415 (only PostgreSQL engines connect through here)
+
+    return psycopg.errors.ConnectionTimeout(f"connection timeout expired ({timeout} s)")
+
+
+def _close_quietly(connection: Any) -> None:
+    with suppress(Exception):
+        connection.close()
