@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -62,3 +63,18 @@ def postgres_url() -> str:
     except psycopg.Error as exc:
         service_unavailable("PostgreSQL", url, exc)
     return url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private three-node Redis Cluster (no replicas) for the whole session, as a
+    ``redis+cluster://`` URL; its processes are stopped at the end. Needs redis-server
+    and redis-cli."""
+    from tests.redis_servers import RedisClusterServers
+
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster.url
+    finally:
+        cluster.stop()

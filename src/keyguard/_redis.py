@@ -154,13 +154,16 @@ def async_client(
     max_connections: int,
     pool_timeout: float,
     health_check_interval: float = 0,
+    check_connections: bool = True,
 ) -> AsyncClient:
     """An asyncio client for ``url``, at most ``max_connections`` connections per server.
 
     It belongs to the event loop that first uses it. A standalone client
     waits up to ``pool_timeout`` seconds for a free connection; redis-py's
     cluster client has no such wait (it raises ``MaxConnectionsError``), so a
-    caller that needs one bounds its own concurrency.
+    caller that needs one bounds its own concurrency. ``check_connections``
+    must be False for a client used for pub/sub, whose connections have
+    messages waiting by design.
     """
     target = redis_target(url)
     options: dict[str, Any] = {
@@ -176,15 +179,17 @@ def async_client(
             max_connections=max_connections,
             **options,
         )
-        _check_cluster_connections(client)
+        if check_connections:
+            _check_cluster_connections(client)
         return client
-    base = redis.asyncio.connection.parse_url(target.url).get("connection_class")
+    if check_connections:
+        base = redis.asyncio.connection.parse_url(target.url).get("connection_class")
+        options["connection_class"] = _CHECKED[base or redis.asyncio.Connection]
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         target.url,
         max_connections=max_connections,
         timeout=pool_timeout,
         retry=AsyncRetry(NoBackoff(), 0),
-        connection_class=_CHECKED[base or redis.asyncio.Connection],
         **options,
     )
     return redis.asyncio.Redis.from_pool(pool)

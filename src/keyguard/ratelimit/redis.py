@@ -16,11 +16,12 @@ Load is not an outage. At most ``max_connections`` calls per process and
 flavour are in flight; a request that finds them all busy waits up to
 ``pool_timeout`` for one. Only a failed call (connect, send or answer) is a
 backend failure: ``on_backend_error`` answers it, and the limiter backs off,
-not trying Redis again for ``backoff`` seconds (doubling on each failed probe
-up to ``max_backoff``), so requests in that time do not each wait for a
-timeout. Then one request probes Redis while the others still get the
-fallback answer; the probe's success ends the outage. A request that ran out
-of ``pool_timeout`` is answered by ``on_backend_error`` too, but it is not a
+not trying Redis again for ``backoff`` seconds (doubling after each backoff
+that ends in a failure, up to ``max_backoff``), so requests in that time do
+not each wait for a timeout. Then requests try Redis again: the first
+success ends the outage, the first failure starts the next backoff, and calls
+that set out before it do not lengthen it again. A request that ran out of
+``pool_timeout`` is answered by ``on_backend_error`` too, but it is not a
 backend failure: nothing backs off.
 
 A script is sent at most once per request. A pooled connection the server
@@ -294,7 +295,7 @@ class RedisRateLimiter:
             count wall-clock time and so can expire under load while Redis
             answers in time. :meth:`from_url` sets ``connect_timeout + timeout``.
         backoff: Seconds not to try Redis after a failure; doubles with each
-            failed probe, up to ``max_backoff``.
+            failure after a backoff, up to ``max_backoff``.
         max_backoff: The longest backoff, in seconds: after Redis is back,
             limits are shared again within about this long.
         fallback: The in-process limiter for ``"local"`` (default: a new
@@ -502,14 +503,11 @@ class RedisRateLimiter:
         generation = self._generation
         if self._failing:
             now = self._monotonic()
-            with self._state_lock:
-                backing_off = now < self._retry_at
-                if not backing_off:
-                    # This request probes Redis; the others keep the fallback meanwhile.
-                    self._retry_at = now + self._next_backoff
-                generation = self._generation
-            if backing_off:
+            if now < self._retry_at:
                 return self._degraded(key, policies, cost, now)
+            # The backoff is over: this request and those beside it try Redis again (at most
+            # max_connections at once). The first failure starts the next backoff, and the
+            # others then stop waiting; the first success ends the outage.
         argv: list[str | int] = [
             "" if self._clock is None else int(self._clock() * 1000 + 0.5),
             cost,
