@@ -199,9 +199,9 @@ def async_client(
 
 #: A deadline is checked this many times over its length; each check counts at most
 #: one share of it, however late the loop ran the check.
-_DEADLINE_CHECKS = 10
+_DEADLINE_CHECKS = 20
 #: Whatever the loop's load, a deadline expires after this many times its length.
-_DEADLINE_HARD_FACTOR = 4
+_DEADLINE_HARD_FACTOR = 8
 
 
 class LoopDeadline:
