@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -48,3 +49,36 @@ class TestAsyncRedisContract(AsyncRateLimiterContract):
         )
         yield limiter
         await limiter.aclose()
+
+
+@pytest.mark.redis
+class TestRedisClusterContract(RateLimiterContract):
+    @pytest.fixture
+    def limiter(self, clock: FakeClock, redis_cluster_url: str) -> Iterator[object]:
+        from keyguard.ratelimit.redis import RedisRateLimiter
+
+        limiter = RedisRateLimiter.from_url(
+            redis_cluster_url, on_backend_error="closed", prefix=_unique(), clock=clock.monotonic
+        )
+        yield limiter
+        limiter.close()
+
+
+@pytest.mark.redis
+class TestAsyncRedisClusterContract(AsyncRateLimiterContract):
+    @pytest.fixture
+    async def async_limiter(
+        self, clock: FakeClock, redis_cluster_url: str
+    ) -> AsyncIterator[object]:
+        from keyguard.ratelimit.redis import RedisRateLimiter
+
+        limiter = RedisRateLimiter.from_url(
+            redis_cluster_url, on_backend_error="closed", prefix=_unique(), clock=clock.monotonic
+        )
+        yield limiter
+        await limiter.aclose()
+
+
+def _unique() -> str:
+    """A key prefix of its own for each test (the private cluster lives for the session)."""
+    return f"kgtest-{uuid.uuid4().hex}:rl:"

@@ -1,4 +1,5 @@
-"""Eight processes hammer one key on one Redis: exactly the quota is admitted."""
+"""Eight processes hammer one key on one Redis, or on a Redis Cluster: exactly the quota
+is admitted."""
 
 from __future__ import annotations
 
@@ -35,12 +36,19 @@ def hammer(url: str, prefix: str, start: Barrier) -> list[int]:
     return admitted
 
 
-def test_exactly_the_quota_across_processes(redis_url: str, redis_prefix: str) -> None:
+@pytest.fixture(params=["standalone", "cluster"])
+def shared_url(request: pytest.FixtureRequest) -> str:
+    """The shared Redis, or the session's private three-node Redis Cluster."""
+    name = "redis_url" if request.param == "standalone" else "redis_cluster_url"
+    return str(request.getfixturevalue(name))
+
+
+def test_exactly_the_quota_across_processes(shared_url: str, redis_prefix: str) -> None:
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager:
         start = manager.Barrier(PROCESSES)
         with context.Pool(PROCESSES) as pool:
-            results = pool.starmap(hammer, [(redis_url, redis_prefix, start)] * PROCESSES)
+            results = pool.starmap(hammer, [(shared_url, redis_prefix, start)] * PROCESSES)
     admitted = [remaining for result in results for remaining in result]
     assert len(admitted) == POLICY.quota
     assert sorted(admitted) == list(range(POLICY.quota)), "each admission saw its own count"

@@ -23,9 +23,8 @@ from .._errors import StorageError
 
 try:
     import redis
-    import redis.asyncio as aioredis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
+
+    from .. import _redis
 except ImportError as exc:  # pragma: no cover (the extra is installed in tests)
     raise ImportError(
         "keyguard.stores.redis_broadcast needs redis: pip install 'keyguard[redis]'"
@@ -38,6 +37,7 @@ logger = logging.getLogger("keyguard")
 #: The channel every process of one deployment shares.
 DEFAULT_CHANNEL = "keyguard:revocations"
 _MAX_MESSAGES_PER_POLL = 10_000
+_MAX_CONNECTIONS = 4
 
 
 def _decode(data: Any) -> str | None:
@@ -61,7 +61,10 @@ class RedisRevocationBroadcast:
 
     Args:
         url: ``redis://host:port/db``; the database number does not matter
-            to pub/sub.
+            to pub/sub. ``redis+cluster://host:port`` (or ``rediss+cluster://``)
+            names a Redis Cluster by any one of its nodes: a message published
+            on one node reaches the subscribers of every node. The same URL
+            configures :meth:`keyguard.ratelimit.redis.RedisRateLimiter.from_url`.
         channel: Shared by every process of one deployment.
         connect_timeout: Seconds to connect before giving up.
         socket_timeout: Seconds to wait for a reply (publish, subscribe).
@@ -84,21 +87,25 @@ class RedisRevocationBroadcast:
     ) -> None:
         if not channel:
             raise ValueError("channel must be a non-empty string")
+        _redis.redis_target(url)  # a URL it cannot use fails here, not on first use
         self.url = url
         self.channel = channel
+        # Errors reach us instead of a silent reconnect that would hide lost messages:
+        # the clients made by keyguard._redis have redis-py's retries off.
         self._options: dict[str, Any] = {
-            "socket_connect_timeout": connect_timeout,
-            "socket_timeout": socket_timeout,
+            "connect_timeout": connect_timeout,
+            "timeout": socket_timeout,
             "health_check_interval": health_check_interval,
-            # Errors reach us instead of a silent reconnect that would hide lost messages.
-            "retry": Retry(NoBackoff(), 0),
+            # One subscription and one publish at a time, per flavour.
+            "max_connections": _MAX_CONNECTIONS,
+            "pool_timeout": socket_timeout,
         }
         self._retry_interval = retry_interval
         self._clock = clock
-        self._client: redis.Redis | None = None
+        self._client: _redis.SyncClient | None = None
         self._pubsub: Any = None
         self._retry_at = float("-inf")
-        self._aclient: aioredis.Redis | None = None
+        self._aclient: _redis.AsyncClient | None = None
         self._apubsub: Any = None
         self._aretry_at = float("-inf")
 
@@ -119,9 +126,9 @@ class RedisRevocationBroadcast:
 
     # -- sync -----------------------------------------------------------------------------
 
-    def _sync_client(self) -> redis.Redis:
+    def _sync_client(self) -> _redis.SyncClient:
         if self._client is None:
-            self._client = redis.Redis.from_url(self.url, **self._options)
+            self._client = _redis.sync_client(self.url, **self._options)
         return self._client
 
     def publish(self, key_id: str) -> None:
@@ -146,7 +153,7 @@ class RedisRevocationBroadcast:
                 self._pubsub = self._sync_client().pubsub()  # type: ignore[no-untyped-call]
                 self._pubsub.subscribe(self.channel)
                 # Wait for the confirmation: from here on nothing announced is missed.
-                self._pubsub.get_message(timeout=self._options["socket_timeout"])
+                self._pubsub.get_message(timeout=self._options["timeout"])
                 return None
             announced: list[str] = []
             while len(announced) < _MAX_MESSAGES_PER_POLL:
@@ -176,9 +183,9 @@ class RedisRevocationBroadcast:
 
     # -- async ----------------------------------------------------------------------------
 
-    def _async_client(self) -> aioredis.Redis:
+    def _async_client(self) -> _redis.AsyncClient:
         if self._aclient is None:
-            self._aclient = aioredis.Redis.from_url(self.url, **self._options)
+            self._aclient = _redis.async_client(self.url, check_connections=False, **self._options)
         return self._aclient
 
     async def apublish(self, key_id: str) -> None:
@@ -200,9 +207,12 @@ class RedisRevocationBroadcast:
             if self._apubsub is None:
                 if self._clock() < self._aretry_at:
                     return []
-                self._apubsub = self._async_client().pubsub()
+                client = self._async_client()
+                # A cluster client learns the layout here; the subscription needs it.
+                await client.initialize()
+                self._apubsub = client.pubsub()
                 await self._apubsub.subscribe(self.channel)
-                await self._apubsub.get_message(timeout=self._options["socket_timeout"])
+                await self._apubsub.get_message(timeout=self._options["timeout"])
                 return None
             announced: list[str] = []
             while len(announced) < _MAX_MESSAGES_PER_POLL:
