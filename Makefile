@@ -31,14 +31,14 @@ dist: $(STAMP)
 
 # The documentation site, in site/; warnings are errors. `make docs-serve` previews it.
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 docs-serve: $(STAMP)
 	$(BIN)/mkdocs serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks typing_tests $(wildcard examples)
-	$(BIN)/ruff format --check src tests benchmarks typing_tests $(wildcard examples)
+	$(BIN)/ruff check src tests benchmarks typing_tests docs $(wildcard examples)
+	$(BIN)/ruff format --check src tests benchmarks typing_tests docs $(wildcard examples)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

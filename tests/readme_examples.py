@@ -255,12 +255,31 @@ def exercise(app: Any, workdir: Path) -> dict[str, int]:
     return statuses
 
 
+def _run_tests(path: Path) -> None:
+    """A block that is a test module (``test_*.py``) runs under pytest, as its reader would."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-W", "error", "-p", "no:cacheprovider", path.name],
+        cwd=path.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    _check(done.returncode == 0, f"pytest {path.name} failed:\n{done.stdout}{done.stderr}")
+
+
 def run_block(block: Block, workdir: Path) -> Outcome:
-    """Run one block as ``__main__`` in ``workdir``; exercise the app it would serve."""
+    """Run one block as ``__main__`` in ``workdir``; exercise the app it would serve.
+
+    A block titled ``test_*.py`` is run with pytest instead, beside the files of the
+    blocks before it (the module it tests)."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / block.name
     path.write_text(block.code)
     outcome = Outcome(block)
+    if block.name.startswith("test_"):
+        with _clean_environment(workdir):
+            _run_tests(path)
+        return outcome
     namespace: dict[str, Any] = {}
     with _clean_environment(workdir):
         sys.path.insert(0, str(workdir))
@@ -276,12 +295,17 @@ def run_block(block: Block, workdir: Path) -> Outcome:
 
 
 def run_page(page: Path, workdir: Path, *, titled_only: bool = False) -> list[Outcome]:
-    """Run the Python blocks of ``page`` (only those with a ``title=``, if asked)."""
+    """Run the Python blocks of ``page`` (only those with a ``title=``, if asked).
+
+    Untitled blocks run each in a directory of its own; titled ones are files of one
+    directory, run in order, so that a test module finds the module it tests."""
     outcomes = []
     for block in python_blocks(page.read_text()):
-        if titled_only and block.title is None:
-            continue
-        outcomes.append(run_block(block, workdir / f"line{block.line}"))
+        if block.title is None:
+            if not titled_only:
+                outcomes.append(run_block(block, workdir / f"line{block.line}"))
+        else:
+            outcomes.append(run_block(block, workdir / "files"))
     return outcomes
 
 
