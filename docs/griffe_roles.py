@@ -35,3 +35,7 @@ class SphinxRolesAsCode(griffe.Extension):
     def on_object(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is not None:
             obj.docstring.value = plain_roles(obj.docstring.value)
+
+    def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        """The top-level package itself, which ``on_object`` does not see."""
+        self.on_object(obj=pkg)
