@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +153,22 @@ def test_the_wheel_is_pure_python_and_carries_its_license(installed: Installed) 
     assert unconditional == [], "the base install must depend on nothing"
     assert "Provides-Extra: testing" in metadata
     assert "Provides-Extra: dev" not in metadata
+
+
+def test_the_sdist_carries_the_license_and_the_same_metadata(tmp_path: Path) -> None:
+    from hatchling.builders.sdist import SdistBuilder
+
+    (sdist,) = (Path(p) for p in SdistBuilder(str(ROOT)).build(directory=str(tmp_path)))
+    with tarfile.open(sdist) as archive:
+        top = sdist.name.removesuffix(".tar.gz")
+        names = archive.getnames()
+        member = archive.extractfile(f"{top}/PKG-INFO")
+        assert member is not None
+        metadata = member.read().decode()
+    assert f"{top}/LICENSE" in names
+    assert f"Name: {DISTRIBUTION}\n" in metadata
+    assert "License-File: LICENSE\n" in metadata
+    assert "Project-URL" not in metadata
 
 
 def test_the_installed_package_is_the_wheel_not_the_checkout(installed: Installed) -> None:
