@@ -1,31 +1,44 @@
 # Every target creates and reuses .venv on its own; re-installs when pyproject.toml changes.
+# The checkout's tools are the PEP 735 group `dev` (pip 25.1 and later install groups).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: test test-pythons lint typecheck pytest dist demo bench clean
+.PHONY: test test-pythons lint typecheck pytest dist docs docs-serve demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
+	@# Before 0.1 the distribution was named keyguard: its editable install would linger.
+	@$(BIN)/python -m pip uninstall --quiet --yes keyguard >/dev/null 2>&1 || true
+	$(BIN)/python -m pip install --quiet -e '.[all,testing]' --group dev
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
 test: lint typecheck pytest
 
-# What a release uploads: the source distribution and the pure-Python wheel.
+# What a release uploads: the source distribution and the pure-Python wheel, nothing else,
+# checked as PyPI will render and accept them.
 dist: $(STAMP)
 	rm -rf dist
 	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist .
 	$(BIN)/python -c "from hatchling.builders.sdist import SdistBuilder; \
 	  print(*SdistBuilder('.').build(directory='dist'))"
 	ls dist
+	test "$$(ls dist | wc -l)" = 2 && ls dist/*-py3-none-any.whl dist/*.tar.gz >/dev/null
+	$(BIN)/twine check --strict dist/*
+
+# The documentation site, in site/; warnings are errors. `make docs-serve` previews it.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs-serve: $(STAMP)
+	$(BIN)/mkdocs serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks typing_tests $(wildcard examples)
-	$(BIN)/ruff format --check src tests benchmarks typing_tests $(wildcard examples)
+	$(BIN)/ruff check src tests benchmarks typing_tests docs $(wildcard examples)
+	$(BIN)/ruff format --check src tests benchmarks typing_tests docs $(wildcard examples)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -55,4 +68,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venvs build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venvs build dist site .pytest_cache .mypy_cache .ruff_cache .hypothesis

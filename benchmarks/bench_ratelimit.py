@@ -39,7 +39,7 @@ def rows() -> Iterator[Row]:
     try:
         import redis
     except ImportError:  # pragma: no cover - the bench runs with the dev extras
-        yield Row(GROUP, "redis rows skipped: pip install 'keyguard[redis]'", 0.0, "")
+        yield Row(GROUP, "redis rows skipped: pip install 'keyguard-auth[redis]'", 0.0, "")
         return
     client = redis.Redis.from_url(REDIS_URL)
     try:

@@ -1,4 +1,5 @@
-"""The documentation agrees with the code: links resolve, options and commands exist."""
+"""The documentation agrees with the code: links resolve, options, commands, environment
+variables and tests it names exist, and the complete programs it shows run."""
 
 from __future__ import annotations
 
@@ -12,12 +13,22 @@ import pytest
 
 from keyguard import MiddlewareOptions
 from keyguard.cli import build_parser
+from tests import readme_examples
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", ROOT / "examples" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = ROOT / "docs"
+PAGES = [ROOT / "README.md", ROOT / "examples" / "README.md", *sorted(DOCS.rglob("*.md"))]
+#: Pages with complete programs: the fenced blocks with a ``title="file.py"``.
+PROGRAM_PAGES = [
+    page for page in PAGES if any(b.title for b in readme_examples.python_blocks(page.read_text()))
+]
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def _id(page: Path) -> str:
+    return str(page.relative_to(ROOT))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_id)
 def test_relative_links_resolve(page: Path) -> None:
     for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", page.read_text()):
         if "://" in target:
@@ -26,7 +37,7 @@ def test_relative_links_resolve(page: Path) -> None:
 
 
 def _option_rows() -> dict[str, str]:
-    text = (ROOT / "docs" / "middleware.md").read_text()
+    text = (DOCS / "reference" / "options.md").read_text()
     table = text.split("## Options (`MiddlewareOptions`)", 1)[1].split("\n\n", 2)[1]
     rows = {}
     for line in table.splitlines()[2:]:
@@ -59,7 +70,7 @@ def _subparser(parser: argparse.ArgumentParser, words: list[str]) -> argparse.Ar
 
 
 def _documented_commands() -> list[str]:
-    text = (ROOT / "docs" / "stores.md").read_text()
+    text = (DOCS / "stores.md").read_text()
     block = text.split("## The command line", 1)[1].split("```", 2)[1]
     commands: list[str] = []
     for line in block.splitlines():
@@ -79,3 +90,42 @@ def test_documented_command_lines_match_the_parser(command: str) -> None:
     known = {s for action in parser._actions for s in action.option_strings}
     for option in re.findall(r"--[a-z-]+", command):
         assert option in known, f"{command}: {option} is not an option"
+
+
+def test_every_environment_variable_is_documented() -> None:
+    """Every ``KEYGUARD_*`` variable the package, the examples, the tests, the benchmarks or
+    the build read has a row in the reference."""
+    page = (DOCS / "reference" / "environment.md").read_text()
+    documented = set(re.findall(r"^\| `(KEYGUARD_[A-Z_]+)`", page, re.MULTILINE))
+    sources = [ROOT / "Makefile", ROOT / ".ci" / "run"]
+    for folder in ("src", "examples", "tests", "benchmarks"):
+        sources += sorted((ROOT / folder).rglob("*.py"))
+    used = set()
+    for source in sources:
+        used |= set(re.findall(r"\bKEYGUARD_[A-Z][A-Z_]*[A-Z]\b", source.read_text()))
+    assert used - documented == set(), "used but not in docs/reference/environment.md"
+    assert documented - used == set(), "documented but read nowhere"
+
+
+def test_every_test_the_docs_name_exists() -> None:
+    """The security model names the tests that show each defence: they must exist."""
+    named = {
+        (path, name)
+        for page in PAGES
+        for path, name in re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", page.read_text())
+    }
+    assert named, "the security model names no test"
+    for path, name in sorted(named):
+        source = (ROOT / path).read_text()
+        assert re.search(rf"^\s*(?:async )?(?:def|class) {name}\b", source, re.MULTILINE), (
+            f"{path}::{name} does not exist"
+        )
+
+
+@pytest.mark.parametrize("page", PROGRAM_PAGES, ids=_id)
+def test_the_complete_programs_of_a_page_run(page: Path, tmp_path: Path) -> None:
+    """A block with a ``title="app.py"`` is a whole file: it runs as its reader would run it
+    (servers replaced by test clients and called, test modules run by pytest)."""
+    pytest.importorskip("sqlalchemy")
+    outcomes = readme_examples.run_page(page, tmp_path, titled_only=True)
+    assert outcomes

@@ -32,11 +32,11 @@ def test_all_is_sorted_and_complete() -> None:
 def test_version() -> None:
     from importlib.metadata import version
 
-    assert keyguard.__version__ == version("keyguard")
+    assert keyguard.__version__ == version("keyguard-auth")
 
 
 def test_the_core_imports_without_any_extra() -> None:
-    """`pip install keyguard` alone: no optional dependency may be needed to import and use it."""
+    """`pip install keyguard-auth` alone: no optional dependency is needed to import and use it."""
     import subprocess
     import sys
 

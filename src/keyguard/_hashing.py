@@ -161,7 +161,7 @@ class HmacSecretHasher:
 class PasslibHasher:
     """Verifies imported slow hashes (bcrypt, argon2, ...) through a passlib ``CryptContext``.
 
-    Install with ``pip install keyguard[passlib]`` (the maintained ``libpass``
+    Install with ``pip install 'keyguard-auth[passlib]'`` (the maintained ``libpass``
     fork, which imports as ``passlib``). Keys verified by this hasher are
     re-hashed with the default hasher on their first success, so the slow
     hash is paid once per key, not per request.
@@ -178,7 +178,7 @@ class PasslibHasher:
                 from passlib.context import CryptContext  # noqa: PLC0415 (optional extra)
             except ImportError as exc:
                 raise ImportError(
-                    "PasslibHasher needs passlib: pip install 'keyguard[passlib]'"
+                    "PasslibHasher needs passlib: pip install 'keyguard-auth[passlib]'"
                 ) from exc
             context = CryptContext(schemes=["bcrypt", "argon2"])
         self._context = context

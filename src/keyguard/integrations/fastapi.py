@@ -1,6 +1,6 @@
 """FastAPI integration: :class:`Keyguard`, a security dependency that returns the Principal.
 
-Install with ``pip install 'keyguard[fastapi]'``::
+Install with ``pip install 'keyguard-auth[fastapi]'``::
 
     keyguard = Keyguard(AsyncKeyManager(store), public_paths=["/health"])
     app = FastAPI()
@@ -33,7 +33,7 @@ try:
     from starlette.requests import HTTPConnection, Request
 except ImportError as exc:  # pragma: no cover (the extra is installed in tests)
     raise ImportError(
-        "keyguard.integrations.fastapi needs FastAPI: pip install 'keyguard[fastapi]'"
+        "keyguard.integrations.fastapi needs FastAPI: pip install 'keyguard-auth[fastapi]'"
     ) from exc
 
 from .._http import Responder, Response

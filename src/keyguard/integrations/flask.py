@@ -1,6 +1,6 @@
 """Flask integration: the :class:`Keyguard` extension and the :func:`require_scopes` decorator.
 
-Install with ``pip install 'keyguard[flask]'``::
+Install with ``pip install 'keyguard-auth[flask]'``::
 
     app = Flask(__name__)
     Keyguard(app, KeyManager(store), public_paths=["/health"])
@@ -33,7 +33,7 @@ try:
     from flask import Response as FlaskResponse
 except ImportError as exc:  # pragma: no cover (the extra is installed in tests)
     raise ImportError(
-        "keyguard.integrations.flask needs Flask: pip install 'keyguard[flask]'"
+        "keyguard.integrations.flask needs Flask: pip install 'keyguard-auth[flask]'"
     ) from exc
 
 from .._denials import Denial
