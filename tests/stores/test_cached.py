@@ -507,3 +507,61 @@ def test_a_record_the_store_refuses_is_its_own_error_through_the_cache(
     with pytest.raises(ValueError, match="name must be a string") as caught:
         write(cache, replace(stored, key_id="AAAAAAAAAAAA", name=None))
     assert not isinstance(caught.value, StorageError)
+
+
+class SlowAsyncStore(MemoryKeyStore):
+    """An async store whose lookups take a while and are counted."""
+
+    nonblocking = False  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+        self.fail: Exception | None = None
+
+    async def aget(self, key_id: str) -> Any:
+        import asyncio
+
+        self.lookups += 1
+        await asyncio.sleep(0)  # others arrive while this lookup is under way
+        await asyncio.sleep(0)
+        if self.fail is not None:
+            raise self.fail
+        return self.get(key_id)
+
+
+@pytest.mark.anyio
+async def test_a_burst_of_lookups_of_one_key_makes_one_store_lookup() -> None:
+    import asyncio
+
+    store = SlowAsyncStore()
+    record = sample_record()
+    store.add(record)
+    cache = CachedKeyStore(store)
+    answers = await asyncio.gather(*[cache.aget(record.key_id) for _ in range(50)])
+    assert answers == [record] * 50
+    assert store.lookups == 1
+    store.fail = StorageError("down")
+    cache.clear()
+    results = await asyncio.gather(
+        *[cache.aget(record.key_id) for _ in range(5)], return_exceptions=True
+    )
+    assert all(isinstance(r, StorageError) for r in results)
+    assert store.lookups == 2, "the failure is shared too"
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_lookup_leaves_the_others_to_look_up_themselves() -> None:
+    import asyncio
+
+    store = SlowAsyncStore()
+    record = sample_record()
+    store.add(record)
+    cache = CachedKeyStore(store)
+    first = asyncio.ensure_future(cache.aget(record.key_id))
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(cache.aget(record.key_id))
+    await asyncio.sleep(0)
+    first.cancel()
+    assert await second == record
+    assert store.lookups == 2

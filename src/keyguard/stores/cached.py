@@ -15,6 +15,7 @@ and async methods drive the same flows.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -158,6 +159,9 @@ class CachedKeyStore:
         self._epoch = 0
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()
+        #: The async lookups under way, by key_id: a burst of requests for a key that is
+        #: not cached makes one lookup, not one each (which would empty the pool).
+        self._fetching: dict[str, asyncio.Future[KeyRecord | None]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -391,13 +395,38 @@ class CachedKeyStore:
         raise error  # outside the handler: the store's own error, as it raised it
 
     async def aget(self, key_id: str) -> KeyRecord | None:
-        """See :meth:`get`."""
+        """See :meth:`get`. Concurrent lookups of one key on one event loop share one
+        store lookup, and its answer or its error."""
         if self._poll_due():
             await self._adrive(self._poll_flow())
         hit, answer, epoch = self._lookup(key_id)
         if hit:
             return answer  # type: ignore[return-value]
-        return await self._adrive(self._fetch_flow(key_id, epoch, answer))
+        loop = asyncio.get_running_loop()
+        fetching = self._fetching.get(key_id)
+        if fetching is not None and fetching.get_loop() is loop:
+            try:
+                return await asyncio.shield(fetching)
+            except asyncio.CancelledError:
+                if not fetching.cancelled():
+                    raise  # this request itself was cancelled
+                # The request that was looking it up was cancelled: look it up here.
+        fetching = self._fetching[key_id] = loop.create_future()
+        try:
+            record = await self._adrive(self._fetch_flow(key_id, epoch, answer))
+        except Exception as exc:
+            fetching.set_exception(exc)
+            fetching.exception()  # retrieved: no "never retrieved" warning when alone
+            raise
+        except BaseException:  # cancelled: the others look it up themselves
+            fetching.cancel()
+            raise
+        else:
+            fetching.set_result(record)
+            return record
+        finally:
+            if self._fetching.get(key_id) is fetching:
+                del self._fetching[key_id]
 
     async def aadd(self, record: KeyRecord) -> None:
         """See :meth:`add`."""
