@@ -1,0 +1,27 @@
+"""OAuth 2.0 client credentials: a token endpoint, RFC 9068 JWT access tokens, JWKS.
+
+Install with ``pip install 'keyguard[oauth]'`` (PyJWT with its crypto extra).
+See docs/oauth.md.
+"""
+
+from ._signing import (
+    ALGORITHMS,
+    Algorithm,
+    KeySet,
+    PublicKey,
+    SigningKey,
+    generate_signing_key,
+    jwk_thumbprint,
+    load_signing_key,
+)
+
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "KeySet",
+    "PublicKey",
+    "SigningKey",
+    "generate_signing_key",
+    "jwk_thumbprint",
+    "load_signing_key",
+]
