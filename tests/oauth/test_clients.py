@@ -33,7 +33,8 @@ def test_a_client_is_a_record_with_a_cs_secret(manager: KeyManager) -> None:
     record = manager.get(issued.key_id)
     assert record.kind == "oauth_client"
     assert record.scopes == {"billing:read"}
-    assert issued.token not in repr(record) and parsed.secret not in record.secret_hash
+    assert issued.token not in repr(record)
+    assert parsed.secret not in record.secret_hash
     assert manager.create("acme").record.kind == "api_key"
     assert {r.kind for r in manager.list("acme")} == {"oauth_client", "api_key"}
 
@@ -69,7 +70,8 @@ def test_a_client_secret_dressed_as_an_api_key_is_a_wrong_secret(manager: KeyMan
 def test_the_key_lifecycle_works_on_clients(manager: KeyManager, clock: FakeClock) -> None:
     issued = manager.create_client("acme", scopes=["a"], metadata={"team": "x"})
     updated = manager.update(issued.key_id, scopes=["a", "b"], name="renamed")
-    assert updated.kind == "oauth_client" and updated.scopes == {"a", "b"}
+    assert updated.kind == "oauth_client"
+    assert updated.scopes == {"a", "b"}
     rotated = manager.rotate(issued.key_id, grace=timedelta(hours=1))
     assert rotated.token.startswith("cs_live_")
     assert rotated.record.kind == "oauth_client"

@@ -4,6 +4,14 @@ Install with ``pip install 'keyguard[oauth]'`` (PyJWT with its crypto extra).
 See docs/oauth.md.
 """
 
+from ._server import (
+    DEFAULT_TOKEN_LIFETIME,
+    DEFAULT_TOKEN_RATE_LIMIT,
+    AuthorizationServer,
+    OAuthResponse,
+    TokenRequest,
+    token_flow,
+)
 from ._signing import (
     ALGORITHMS,
     Algorithm,
@@ -17,11 +25,17 @@ from ._signing import (
 
 __all__ = [
     "ALGORITHMS",
+    "DEFAULT_TOKEN_LIFETIME",
+    "DEFAULT_TOKEN_RATE_LIMIT",
     "Algorithm",
+    "AuthorizationServer",
     "KeySet",
+    "OAuthResponse",
     "PublicKey",
     "SigningKey",
+    "TokenRequest",
     "generate_signing_key",
     "jwk_thumbprint",
     "load_signing_key",
+    "token_flow",
 ]
