@@ -83,3 +83,39 @@ class OAuthHarness:
             return wsgi_call(wsgi, request)
 
         return call
+
+
+def api(
+    kind: str,
+    store: MemoryKeyStore,
+    clock: FakeClock,
+    verifier: Any,
+    options: Any = None,
+    limiter: Any = None,
+) -> tuple[Call, Any]:
+    """A protected app accepting keys and tokens, as ASGI or WSGI; and what it saw."""
+    from keyguard import KeyguardMiddleware, KeyguardWSGIMiddleware
+    from tests._middleware_apps import Seen, _asgi_app, _wsgi_app
+
+    seen = Seen()
+    if kind == "asgi":
+        app = KeyguardMiddleware(
+            _asgi_app(seen),
+            AsyncKeyManager(store, clock=clock),
+            options,
+            limiter,
+            jwt_verifier=verifier,
+        )
+        return (lambda request: asgi_call(app, request)), seen
+    wsgi = KeyguardWSGIMiddleware(
+        _wsgi_app(seen), KeyManager(store, clock=clock), options, limiter, jwt_verifier=verifier
+    )
+
+    async def call(request: Request) -> Reply:
+        return wsgi_call(wsgi, request)
+
+    return call, seen
+
+
+def bearer(token: str) -> Request:
+    return Request(headers=[(b"authorization", f"Bearer {token}".encode())])

@@ -4,6 +4,8 @@ Install with ``pip install 'keyguard[oauth]'`` (PyJWT with its crypto extra).
 See docs/oauth.md.
 """
 
+from ._jwt import DEFAULT_LEEWAY, JWTVerifier
+from ._remote import RemoteJWKS
 from ._server import (
     DEFAULT_TOKEN_LIFETIME,
     DEFAULT_TOKEN_RATE_LIMIT,
@@ -25,13 +27,16 @@ from ._signing import (
 
 __all__ = [
     "ALGORITHMS",
+    "DEFAULT_LEEWAY",
     "DEFAULT_TOKEN_LIFETIME",
     "DEFAULT_TOKEN_RATE_LIMIT",
     "Algorithm",
     "AuthorizationServer",
+    "JWTVerifier",
     "KeySet",
     "OAuthResponse",
     "PublicKey",
+    "RemoteJWKS",
     "SigningKey",
     "TokenRequest",
     "generate_signing_key",
