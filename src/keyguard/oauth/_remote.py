@@ -184,7 +184,9 @@ class RemoteJWKS:
             raise StorageError("the JWKS has no usable key (ES256, RS256 or EdDSA)")
         with self._lock:
             self._keys = keys
-            self._fetched_at = self._monotonic()
+            self._fetched_at = now = self._monotonic()
+            # A kid missing from what was just fetched is not there: no refetch for it yet.
+            self._next_fetch = max(self._next_fetch, now + self.refetch_interval)
 
 
 def _find(keys: dict[str, PublicKey] | None, kid: str | None) -> PublicKey | None:
