@@ -51,10 +51,19 @@ def token_request(
 class OAuthHarness:
     """A store with clients, an authorization server over it, as ASGI or WSGI."""
 
-    def __init__(self, kind: str, clock: FakeClock, **server_options: Any) -> None:
+    def __init__(
+        self,
+        kind: str,
+        clock: FakeClock,
+        *,
+        store: MemoryKeyStore | None = None,
+        keys: KeySet = KEYS,
+        **server_options: Any,
+    ) -> None:
         self.kind = kind
         self.clock = clock
-        self.store = MemoryKeyStore()
+        self.keys = keys
+        self.store = MemoryKeyStore() if store is None else store
         self.manager = KeyManager(self.store, clock=clock)
         self.limiter = MemoryRateLimiter(clock=clock.monotonic)
         self.server_options = server_options
@@ -71,7 +80,7 @@ class OAuthHarness:
             "limiter": self.limiter,
             **self.server_options,
         }
-        return AuthorizationServer(manager, KEYS, **options)
+        return AuthorizationServer(manager, self.keys, **options)
 
     def build(self) -> Call:
         if self.kind == "asgi":
@@ -92,6 +101,7 @@ def api(
     verifier: Any,
     options: Any = None,
     limiter: Any = None,
+    **manager_options: Any,
 ) -> tuple[Call, Any]:
     """A protected app accepting keys and tokens, as ASGI or WSGI; and what it saw."""
     from keyguard import KeyguardMiddleware, KeyguardWSGIMiddleware
@@ -101,14 +111,18 @@ def api(
     if kind == "asgi":
         app = KeyguardMiddleware(
             _asgi_app(seen),
-            AsyncKeyManager(store, clock=clock),
+            AsyncKeyManager(store, clock=clock, **manager_options),
             options,
             limiter,
             jwt_verifier=verifier,
         )
         return (lambda request: asgi_call(app, request)), seen
     wsgi = KeyguardWSGIMiddleware(
-        _wsgi_app(seen), KeyManager(store, clock=clock), options, limiter, jwt_verifier=verifier
+        _wsgi_app(seen),
+        KeyManager(store, clock=clock, **manager_options),
+        options,
+        limiter,
+        jwt_verifier=verifier,
     )
 
     async def call(request: Request) -> Reply:

@@ -337,7 +337,8 @@ def _client_principal(
     status = record.status(clock.now)  # reads the clock only for a client with an expiry
     if status != "active":
         reason = DenialReason.REVOKED if status == "revoked" else DenialReason.EXPIRED
-        return Denial(reason, f"the OAuth client of this access token has {status}", client_id)
+        state = "been revoked" if status == "revoked" else "expired"
+        return Denial(reason, f"the OAuth client of this access token has {state}", client_id)
     principal = Principal(
         key_id=client_id,
         owner=record.owner,
