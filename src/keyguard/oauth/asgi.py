@@ -19,7 +19,7 @@ from .._drive import drive_async, drive_sync, never_blocks
 from .._manager import AsyncKeyManager
 from .._types import ASGIApp, Message, Receive, Scope, Send
 from ..ratelimit import AsyncRateLimiter
-from ._server import AuthorizationServer, OAuthResponse, TokenRequest, token_flow
+from ._server import MAX_BODY, AuthorizationServer, OAuthResponse, TokenRequest, token_flow
 
 __all__ = ["AuthorizationServerApp"]
 
@@ -28,26 +28,45 @@ _NOT_FOUND = OAuthResponse(
 )
 
 
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, up to ``limit`` bytes; None when larger or cut short."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message: Message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
 class _BodyReader:
+    """Reads the body for the flow when it asks (the flow may refuse before it does)."""
+
     __slots__ = ("_receive",)
 
     def __init__(self, receive: Receive) -> None:
         self._receive = receive
 
     async def aread_form(self, limit: int) -> bytes | None:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message: Message = await self._receive()
-            if message["type"] != "http.request":
-                return None
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        return await _read_body(self._receive, limit)
+
+
+class _ReadBody:
+    """A body already read: the flow's ReadForm step then needs no await."""
+
+    __slots__ = ("_body",)
+
+    def __init__(self, body: bytes | None) -> None:
+        self._body = body
+
+    def read_form(self, limit: int) -> bytes | None:
+        return self._body
 
 
 class AuthorizationServerApp:
@@ -122,8 +141,10 @@ class AuthorizationServerApp:
             None if content_type is None else content_type.decode("latin-1"),
             query.decode("latin-1"),
         )
-        backends = self.server.backends.with_body(_BodyReader(receive))
         flow = token_flow(self.server, request)
-        if self._never_blocks and request.method != "POST":
-            return drive_sync(flow, backends)
-        return await drive_async(flow, backends)
+        if not self._never_blocks:
+            return await drive_async(flow, self.server.backends.with_body(_BodyReader(receive)))
+        # In-memory backends: read the (bounded) body first, then decide without a
+        # coroutine per step.
+        body = await _read_body(receive, MAX_BODY) if request.method == "POST" else None
+        return drive_sync(flow, self.server.backends.with_body(_ReadBody(body)))
