@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -231,7 +230,6 @@ async def test_tokens_minted_by_joserfc_are_accepted(
     )
     assert (await call(bearer(forged))).status == 401
     assert jwks_server.requests == 1
-    asyncio.get_running_loop()  # the ASGI case ran its fetch in a worker thread, on this loop
 
 
 def test_pyjwt_verifies_keyguard_tokens_of_every_algorithm(clock: FakeClock) -> None:

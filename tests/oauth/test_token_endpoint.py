@@ -395,3 +395,25 @@ def test_bad_configuration_is_refused(
     harness = OAuthHarness("wsgi", clock, **options)
     with pytest.raises(ValueError, match=message):
         harness.build()
+
+
+@pytest.mark.anyio
+async def test_each_decision_is_logged_without_secrets(
+    harness: OAuthHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    client_id, secret = harness.client()
+    call = harness.build()
+    with caplog.at_level("INFO", logger="keyguard.access"):
+        token = (await call(token_request(GRANT, auth=basic(client_id, secret)))).json()
+        await call(token_request(GRANT, auth=basic(client_id, "cs_live_wrong")))
+    issued, refused = caplog.records[-2:]
+    assert (
+        issued.getMessage() == f"token request 200: issued client_id={client_id} client=203.0.113.9"
+    )
+    assert (
+        refused.getMessage()
+        == "token request 401: invalid_client client_id=None client=203.0.113.9"
+    )
+    logged = caplog.text
+    assert secret not in logged
+    assert token["access_token"] not in logged

@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 logger: Final = logging.getLogger("keyguard")
+access_logger: Final = logging.getLogger("keyguard.access")
 
 #: How long an access token is valid unless configured otherwise.
 DEFAULT_TOKEN_LIFETIME: Final = timedelta(minutes=10)
@@ -86,12 +87,24 @@ _REALM_RE: Final = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,200}")
 class OAuthResponse:
     """A response of the authorization server. ``headers`` are lowercase string pairs."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "client_id", "error", "headers", "status")
 
-    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        *,
+        error: str | None = None,
+        client_id: str | None = None,
+    ) -> None:
         self.status = status
         self.headers = headers
         self.body = body
+        #: The RFC 6749 error code of a refusal, for the log.
+        self.error = error
+        #: The client a token was issued to, for the log.
+        self.client_id = client_id
 
     def __repr__(self) -> str:  # never the body: it may hold a token
         return f"OAuthResponse(status={self.status})"
@@ -366,11 +379,13 @@ class AuthorizationServer:
 
     def render(self, refusal: _Refusal) -> OAuthResponse:
         """An RFC 6749 §5.2 error response."""
-        return _json(
+        response = _json(
             refusal.status,
             {"error": refusal.code, "error_description": refusal.description},
             (*_NO_STORE, *refusal.headers),
         )
+        response.error = refusal.code
+        return response
 
     def _invalid_client(self, description: str = _CLIENT_AUTH_FAILED) -> _Refusal:
         return _Refusal("invalid_client", description, 401, self._challenge)
@@ -436,11 +451,27 @@ def _content_type_is_form(content_type: str | None) -> bool:
 
 
 def token_flow(server: AuthorizationServer, request: TokenRequest) -> Flow[OAuthResponse]:
-    """Decide one request to the token endpoint (see the module docstring)."""
+    """Decide one request to the token endpoint (see the module docstring), and log the
+    decision on ``keyguard.access`` (never a secret or a token)."""
     outcome = yield from _token_flow(server, request)
-    if isinstance(outcome, _Refusal):
-        return server.render(outcome)
-    return outcome
+    response = server.render(outcome) if isinstance(outcome, _Refusal) else outcome
+    if access_logger.isEnabledFor(logging.INFO):
+        client = None if request.client is None else request.client[:100]
+        outcome_text = response.error or "issued"
+        access_logger.info(
+            "token request %s: %s client_id=%s client=%s",
+            response.status,
+            outcome_text,
+            response.client_id,
+            client,
+            extra={
+                "outcome": outcome_text,
+                "status": response.status,
+                "key_id": response.client_id,
+                "client": client,
+            },
+        )
+    return response
 
 
 def _precheck(server: AuthorizationServer, request: TokenRequest) -> _Refusal | None:
@@ -703,4 +734,5 @@ def _issue(
         200,
         [("content-type", _JSON), ("content-length", str(len(body))), *_NO_STORE],
         body,
+        client_id=record.key_id,
     )

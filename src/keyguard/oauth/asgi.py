@@ -92,7 +92,10 @@ class AuthorizationServerApp:
             raise TypeError("the ASGI authorization server needs an AsyncRateLimiter (with ahit)")
         self.server = server
         self.app = app
-        self._never_blocks = never_blocks(server.manager.store, server.limiter)
+        # In-memory backends and a fast hasher: nothing to await but the body.
+        self._never_blocks = never_blocks(server.manager.store, server.limiter) and not (
+            server.hasher.slow
+        )
 
     def __repr__(self) -> str:
         return f"AuthorizationServerApp({self.server!r}, app={self.app!r})"
