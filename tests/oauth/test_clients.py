@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -104,3 +105,31 @@ async def test_the_middleware_refuses_a_client_secret_with_a_useful_401(
     assert problem["error"] == "invalid_token"
     assert "token endpoint" in problem["detail"]
     assert token not in reply.body.decode()
+
+
+@pytest.mark.anyio
+async def test_clients_live_in_the_sql_store_unchanged(tmp_path: Any, clock: FakeClock) -> None:
+    """No new column: the kind survives a round trip through SQLite, and the token
+    endpoint authenticates the client from there."""
+    from keyguard.oauth import AuthorizationServer
+    from keyguard.oauth.wsgi import AuthorizationServerWSGIApp
+    from keyguard.stores.sql import SQLKeyStore
+    from tests._http_drivers import wsgi_call
+    from tests.oauth._harness import AUDIENCE, ISSUER, KEYS, basic, token_request
+
+    store = SQLKeyStore(f"sqlite:///{tmp_path / 'keys.db'}")
+    store.create_schema()
+    try:
+        manager = KeyManager(store, clock=clock)
+        issued = manager.create_client("acme", scopes=["a"])
+        assert manager.get(issued.key_id).kind == "oauth_client"
+        assert [r.kind for r in manager.list("acme")] == ["oauth_client"]
+        app = AuthorizationServerWSGIApp(
+            AuthorizationServer(manager, KEYS, issuer=ISSUER, audiences=AUDIENCE)
+        )
+        request = token_request(
+            {"grant_type": "client_credentials"}, auth=basic(issued.key_id, issued.token)
+        )
+        assert wsgi_call(app, request).status == 200
+    finally:
+        store.close()
