@@ -15,6 +15,8 @@ malformed_key          401     ``invalid_token``            yes
 unknown_key            401     ``invalid_token``            yes
 wrong_secret           401     ``invalid_token``            yes
 wrong_environment      401     ``invalid_token``            no
+invalid_token          401     ``invalid_token``            yes
+client_secret_bearer   401     ``invalid_token``            no
 revoked                401     ``invalid_token``            no
 expired                401     ``invalid_token``            no
 insufficient_scope     403     ``insufficient_scope``       no
@@ -23,7 +25,10 @@ store_unavailable      503     ``temporarily_unavailable``  no
 =====================  ======  ===========================  ==============
 
 Only the failures that prove nothing about who holds the credential (a
-malformed token, an unknown key_id, a wrong secret) spend the budget. A
+malformed token, an unknown key_id, a wrong secret, an access token that
+does not verify) spend the budget. An OAuth client secret sent as a bearer
+token (``client_secret_bearer``) is refused by its shape, without a lookup:
+it is a client's mistake, told so, and proves nothing either way. A
 revoked, expired or wrong-environment key was presented with its right
 secret: its holder is refused, and a client still sending its old key after
 a rotation does not lock its own address out of the new one.
@@ -50,6 +55,8 @@ class DenialReason(enum.Enum):
     UNKNOWN_KEY = "unknown_key"
     WRONG_SECRET = "wrong_secret"  # noqa: S105 (a reason code, not a password)
     WRONG_ENVIRONMENT = "wrong_environment"
+    INVALID_TOKEN = "invalid_token"  # noqa: S105 (a reason code: a JWT that does not verify)
+    CLIENT_SECRET_AS_BEARER = "client_secret_bearer"  # noqa: S105 (a reason code)
     REVOKED = "revoked"
     EXPIRED = "expired"
     INSUFFICIENT_SCOPE = "insufficient_scope"
@@ -110,6 +117,8 @@ RULES: Final[Mapping[DenialReason, DenialRule]] = {
     DenialReason.UNKNOWN_KEY: _rule(401, _INVALID_TOKEN, spends_budget=True),
     DenialReason.WRONG_SECRET: _rule(401, _INVALID_TOKEN, spends_budget=True),
     DenialReason.WRONG_ENVIRONMENT: _rule(401, _INVALID_TOKEN),
+    DenialReason.INVALID_TOKEN: _rule(401, _INVALID_TOKEN, spends_budget=True),
+    DenialReason.CLIENT_SECRET_AS_BEARER: _rule(401, _INVALID_TOKEN),
     DenialReason.REVOKED: _rule(401, _INVALID_TOKEN),
     DenialReason.EXPIRED: _rule(401, _INVALID_TOKEN),
     DenialReason.INSUFFICIENT_SCOPE: _rule(403, "insufficient_scope"),

@@ -20,7 +20,16 @@ from ._errors import DuplicateKeyError, KeyNotFoundError
 from ._hashing import HmacSecretHasher, SecretHasher, VerifiedSecretCache
 from ._keys import DEFAULT_KEY_FORMAT, KeyFormat, generate_key, is_valid_key_id
 from ._last_used import DEFAULT_LAST_USED_INTERVAL, LastUsedRecorder
-from ._records import UNSET, IssuedKey, KeyChanges, KeyRecord, Principal, _Unset
+from ._records import (
+    CLIENT_HASH_MARK,
+    UNSET,
+    IssuedKey,
+    KeyChanges,
+    KeyKind,
+    KeyRecord,
+    Principal,
+    _Unset,
+)
 from ._steps import AddKey, Backends, GetKey, ListKeys, RevokeKey, UpdateKey
 from ._verify import (
     KeyVerifier,
@@ -37,6 +46,8 @@ __all__ = ["AsyncKeyManager", "KeyManager"]
 
 T = TypeVar("T")
 
+#: The prefix of OAuth client secrets unless told otherwise.
+DEFAULT_CLIENT_SECRET_PREFIX = "cs"  # noqa: S105 (a prefix, not a secret)
 #: How long a rotated key keeps working unless told otherwise.
 DEFAULT_ROTATION_GRACE = timedelta(hours=24)
 _CREATE_ATTEMPTS = 3
@@ -92,8 +103,18 @@ class _KeyOperations:
         last_used: float | LastUsedRecorder | None,
         token_memo: TokenMemo | bool,
         slow_hashes: SlowHashWorkers | None,
+        client_secret_prefix: str,
     ) -> None:
         self.key_format = key_format
+        if client_secret_prefix == key_format.prefix:
+            raise ValueError(
+                f"client_secret_prefix must differ from the key prefix {key_format.prefix!r}, "
+                f"so that a client secret is never taken for an API key"
+            )
+        #: The format of OAuth client secrets: the key format with their own prefix.
+        self.client_secret_format = KeyFormat(
+            prefix=client_secret_prefix, environments=key_format.environments
+        )
         self.hasher = hasher if hasher is not None else HmacSecretHasher()
         self.legacy_hashers = tuple(legacy_hashers)
         if verified_cache is True:
@@ -123,6 +144,7 @@ class _KeyOperations:
             environment=environment,
             slow_hashes=self.slow_hashes,
             dummy_hash=self.hasher.hash(secrets.token_urlsafe(24)),
+            client_secret_prefix=client_secret_prefix,
         )
         memo = (
             token_memo if isinstance(token_memo, TokenMemo) else TokenMemo() if token_memo else None
@@ -172,6 +194,7 @@ class _KeyOperations:
         expires_in: timedelta | None,
         metadata: Mapping[str, Any] | None,
         rate_limit: Policy | None,
+        kind: KeyKind = "api_key",
     ) -> Flow[IssuedKey]:
         if not isinstance(owner, str) or not owner:
             raise ValueError("owner must be a non-empty string")
@@ -187,14 +210,17 @@ class _KeyOperations:
             raise ValueError("expires_at must be timezone-aware (use datetime.UTC)")
         granted = _scopes(scopes)
         extra = _metadata(metadata)
+        client = kind == "oauth_client"
+        key_format = self.client_secret_format if client else self.key_format
         for attempt in range(_CREATE_ATTEMPTS):
-            key = generate_key(self.key_format, environment)
+            key = generate_key(key_format, environment)
+            secret_hash = self.hasher.hash(key.secret)
             record = KeyRecord(
                 key_id=key.key_id,
                 owner=owner,
                 name=name,
                 environment=key.environment,
-                secret_hash=self.hasher.hash(key.secret),
+                secret_hash=CLIENT_HASH_MARK + secret_hash if client else secret_hash,
                 scopes=granted,
                 created_at=now,
                 expires_at=expires_at,
@@ -276,6 +302,7 @@ class _KeyOperations:
             None,
             old.metadata,
             old.rate_limit,
+            old.kind,
         )
         ends = now + grace
         if old.expires_at is not None:
@@ -367,6 +394,10 @@ class KeyManager(_KeyOperations):
             imported keys) are verified: at most two at once by default, and
             under :class:`AsyncKeyManager` in worker threads, so the event
             loop never waits for one (see :class:`SlowHashWorkers`).
+        client_secret_prefix: The prefix of OAuth client secrets (default
+            ``"cs"``): the key format's grammar and checksum with their own
+            prefix, so that secret scanners can tell a leaked client secret
+            from a leaked key. It must differ from the key prefix.
     """
 
     def __init__(
@@ -383,6 +414,7 @@ class KeyManager(_KeyOperations):
         last_used: float | LastUsedRecorder | None = DEFAULT_LAST_USED_INTERVAL,
         token_memo: TokenMemo | bool = True,
         slow_hashes: SlowHashWorkers | None = None,
+        client_secret_prefix: str = DEFAULT_CLIENT_SECRET_PREFIX,
     ) -> None:
         super().__init__(
             key_format=key_format,
@@ -395,6 +427,7 @@ class KeyManager(_KeyOperations):
             last_used=last_used,
             token_memo=token_memo,
             slow_hashes=slow_hashes,
+            client_secret_prefix=client_secret_prefix,
         )
         self.store = store
         self._io = Backends(store)
@@ -437,6 +470,46 @@ class KeyManager(_KeyOperations):
         return drive_sync(
             self._create(
                 owner, name, environment, scopes, expires_at, expires_in, metadata, rate_limit
+            ),
+            self._io,
+        )
+
+    def create_client(
+        self,
+        owner: str,
+        name: str = "",
+        *,
+        environment: str | None = None,
+        scopes: Iterable[str] = (),
+        expires_at: datetime | None = None,
+        expires_in: timedelta | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        rate_limit: Policy | None = None,
+    ) -> IssuedKey:
+        """Create an OAuth client; its secret (``issued.token``) is shown once.
+
+        The client is a record like a key (``issued.key_id`` is its
+        ``client_id``) and is listed, updated, rotated and revoked like one.
+        Its secret is in the key format with the client-secret prefix
+        (``cs_live_...``); it is exchanged for access tokens at the token
+        endpoint (:mod:`keyguard.oauth`) and refused by the API itself.
+        ``rate_limit`` applies to the client's API requests made with tokens.
+
+        Raises:
+            ValueError: An argument is invalid.
+            StorageError: The store failed.
+        """
+        return drive_sync(
+            self._create(
+                owner,
+                name,
+                environment,
+                scopes,
+                expires_at,
+                expires_in,
+                metadata,
+                rate_limit,
+                "oauth_client",
             ),
             self._io,
         )
@@ -541,6 +614,7 @@ class AsyncKeyManager(_KeyOperations):
         last_used: float | LastUsedRecorder | None = DEFAULT_LAST_USED_INTERVAL,
         token_memo: TokenMemo | bool = True,
         slow_hashes: SlowHashWorkers | None = None,
+        client_secret_prefix: str = DEFAULT_CLIENT_SECRET_PREFIX,
     ) -> None:
         super().__init__(
             key_format=key_format,
@@ -553,6 +627,7 @@ class AsyncKeyManager(_KeyOperations):
             last_used=last_used,
             token_memo=token_memo,
             slow_hashes=slow_hashes,
+            client_secret_prefix=client_secret_prefix,
         )
         self.store = store
         self._io = Backends(store)
@@ -590,6 +665,33 @@ class AsyncKeyManager(_KeyOperations):
         return await self._run(
             self._create(
                 owner, name, environment, scopes, expires_at, expires_in, metadata, rate_limit
+            )
+        )
+
+    async def create_client(
+        self,
+        owner: str,
+        name: str = "",
+        *,
+        environment: str | None = None,
+        scopes: Iterable[str] = (),
+        expires_at: datetime | None = None,
+        expires_in: timedelta | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        rate_limit: Policy | None = None,
+    ) -> IssuedKey:
+        """See :meth:`KeyManager.create_client`."""
+        return await self._run(
+            self._create(
+                owner,
+                name,
+                environment,
+                scopes,
+                expires_at,
+                expires_in,
+                metadata,
+                rate_limit,
+                "oauth_client",
             )
         )
 

@@ -53,10 +53,12 @@ __all__ = [
     "Anonymous",
     "Pipeline",
     "RequestView",
+    "ShapedVerifier",
     "Verdict",
     "Verifier",
     "log_decision",
     "param_name",
+    "pipeline_with",
     "request_flow",
 ]
 
@@ -363,6 +365,31 @@ class Pipeline:
             if verifier.claims(token):
                 return verifier
         return self.key_verifier
+
+
+def pipeline_with(
+    manager: _Manager,
+    options: MiddlewareOptions | None,
+    limiter: object,
+    jwt_verifier: ShapedVerifier | None,
+) -> Pipeline:
+    """The pipeline of a middleware given a ``jwt_verifier=`` (or None).
+
+    Raises:
+        TypeError: ``jwt_verifier`` has no ``claims`` and ``verify``.
+    """
+    if jwt_verifier is None:
+        return Pipeline(manager, options, limiter)
+    if not callable(getattr(jwt_verifier, "claims", None)) or not callable(
+        getattr(jwt_verifier, "verify", None)
+    ):
+        raise TypeError(
+            f"jwt_verifier must be a keyguard.oauth.JWTVerifier, got {type(jwt_verifier).__name__}"
+        )
+    pipeline = Pipeline(manager, options, limiter, (jwt_verifier,))
+    # A verifier that fetches keys (a remote JWKS) waits for I/O: the async shell awaits.
+    pipeline.never_blocks = pipeline.never_blocks and never_blocks(jwt_verifier)
+    return pipeline
 
 
 #: What the request flow decides: the Principal (None: anonymous) or a Denial, and the

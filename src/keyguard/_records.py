@@ -9,9 +9,24 @@ from typing import Any, Final, Literal
 
 from .ratelimit._policy import Policy
 
-__all__ = ["UNSET", "IssuedKey", "KeyChanges", "KeyRecord", "KeyStatus", "Principal"]
+__all__ = [
+    "CLIENT_HASH_MARK",
+    "UNSET",
+    "IssuedKey",
+    "KeyChanges",
+    "KeyKind",
+    "KeyRecord",
+    "KeyStatus",
+    "Principal",
+]
 
 KeyStatus = Literal["active", "revoked", "expired"]
+#: What a record is: an API key, or an OAuth client (whose secret only buys access tokens).
+KeyKind = Literal["api_key", "oauth_client"]
+#: Starts the stored secret hash of an OAuth client: ``oauth-client$<the hasher's own form>``.
+#: No key hasher understands the marked form, so a client secret never verifies as an API
+#: key, and the kind needs no column of its own in any store (see docs/oauth.md).
+CLIENT_HASH_MARK: Final = "oauth-client$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +50,12 @@ class KeyRecord:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     rate_limit: Policy | None = None
     replaced_by: str | None = None
+
+    @property
+    def kind(self) -> KeyKind:
+        """``"oauth_client"`` for an OAuth client, else ``"api_key"``: read from the
+        stored hash's :data:`CLIENT_HASH_MARK`."""
+        return "oauth_client" if self.secret_hash.startswith(CLIENT_HASH_MARK) else "api_key"
 
     def status(self, now: datetime | Callable[[], datetime]) -> KeyStatus:
         """``"revoked"``, ``"expired"`` (at ``now``) or ``"active"``.

@@ -34,7 +34,7 @@ from ._hashing import SecretHasher, VerifiedSecretCache
 from ._keys import KeyFormat, ParsedKey, parse_key
 from ._last_used import LastUsedRecorder
 from ._logsafe import failures
-from ._records import KeyChanges, KeyRecord, Principal
+from ._records import CLIENT_HASH_MARK, KeyChanges, KeyRecord, Principal
 from ._steps import GetKey, TouchKeys, UpdateKey
 
 __all__ = [
@@ -54,6 +54,10 @@ __all__ = [
 logger: Final = logging.getLogger("keyguard")
 
 _INVALID_KEY_DETAIL: Final = "the API key is not valid"
+_CLIENT_SECRET_DETAIL: Final = (
+    "this is an OAuth client secret, not an API key or an access token: exchange it for an "  # noqa: S105 (a message)
+    "access token at the token endpoint (grant_type=client_credentials) and send that token"
+)
 #: Slow hashes (bcrypt, argon2) verified at once per process, in worker threads.
 DEFAULT_SLOW_HASH_THREADS: Final = 2
 
@@ -217,10 +221,14 @@ class KeyVerifier:
         upgrade_hashes: Re-hash a legacy or outdated stored hash after a success.
         environment: The environment keys must be of, or None for any.
         slow_hashes: Where slow hashes run.
+        dummy_hash: A hash of a random secret, checked for an unknown key_id.
+        client_secret_prefix: The prefix of OAuth client secrets, refused
+            with a detail that says to exchange them at the token endpoint.
     """
 
     __slots__ = (
         "_dummy_hash",
+        "client_secret_prefix",
         "environment",
         "hasher",
         "key_format",
@@ -241,8 +249,12 @@ class KeyVerifier:
         environment: str | None,
         slow_hashes: SlowHashWorkers,
         dummy_hash: str,
+        client_secret_prefix: str | None = None,
     ) -> None:
         self.key_format = key_format
+        self.client_secret_prefix = (
+            None if client_secret_prefix is None else client_secret_prefix + "_"
+        )
         self.hasher = hasher
         self.legacy_hashers = legacy_hashers
         self.verified_cache = verified_cache
@@ -272,6 +284,7 @@ class KeyVerifier:
             environment=environment,
             slow_hashes=self.slow_hashes,
             dummy_hash=self._dummy_hash,
+            client_secret_prefix=self.client_secret_prefix and self.client_secret_prefix[:-1],
         )
 
     def parse(self, token: str) -> ParsedKey | Denial:
@@ -280,6 +293,10 @@ class KeyVerifier:
         try:
             parsed = parse_key(token, self.key_format)
         except MalformedKeyError as exc:
+            if self.client_secret_prefix is not None and token.startswith(
+                self.client_secret_prefix
+            ):
+                return Denial(DenialReason.CLIENT_SECRET_AS_BEARER, _CLIENT_SECRET_DETAIL)
             return Denial(DenialReason.MALFORMED_KEY, f"the API key is malformed: {exc}")
         environment = self.environment
         if environment is not None and parsed.environment not in (None, environment):
@@ -309,7 +326,12 @@ class KeyVerifier:
             return Denial(DenialReason.UNKNOWN_KEY, _INVALID_KEY_DETAIL, key_id=parsed.key_id)
         stored = record.secret_hash
         hasher = self._hasher_for(stored)
-        if hasher is None:
+        if stored.startswith(CLIENT_HASH_MARK):
+            # An OAuth client's secret in the key format: it buys tokens, not API calls.
+            # The same work and the same answer as a wrong secret.
+            self.hasher.verify(parsed.secret, self._dummy_hash)
+            ok = False
+        elif hasher is None:
             logger.warning(
                 "key %s has a stored hash no configured hasher understands; "
                 "add its hasher to legacy_hashers",

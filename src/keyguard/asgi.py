@@ -27,7 +27,14 @@ from ._drive import drive_async, drive_sync
 from ._limits import admitted_raw_headers
 from ._manager import AsyncKeyManager
 from ._options import MiddlewareOptions
-from ._pipeline import ANONYMOUS, Pipeline, RequestView, log_decision, request_flow
+from ._pipeline import (
+    ANONYMOUS,
+    RequestView,
+    ShapedVerifier,
+    log_decision,
+    pipeline_with,
+    request_flow,
+)
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .ratelimit import AsyncRateLimiter
 
@@ -100,6 +107,11 @@ class KeyguardMiddleware:
         manager: An :class:`~keyguard.AsyncKeyManager` (a sync
             :class:`~keyguard.KeyManager` is for :mod:`keyguard.wsgi`).
         options: A :class:`~keyguard.MiddlewareOptions`; default: all defaults.
+        limiter: An :class:`~keyguard.AsyncRateLimiter` for the options' rate limits.
+        jwt_verifier: Also accept OAuth access tokens (JWTs) on the same
+            header: a :class:`keyguard.oauth.JWTVerifier`. Tokens shaped like a
+            JWT go to it, everything else to the key check; both end in the
+            same principal, scopes, limits and refusals.
 
     Raises:
         TypeError: ``manager`` is not an ``AsyncKeyManager``.
@@ -112,6 +124,8 @@ class KeyguardMiddleware:
         manager: AsyncKeyManager,
         options: MiddlewareOptions | None = None,
         limiter: AsyncRateLimiter | None = None,
+        *,
+        jwt_verifier: ShapedVerifier | None = None,
     ) -> None:
         if not isinstance(manager, AsyncKeyManager):
             raise TypeError(
@@ -121,7 +135,7 @@ class KeyguardMiddleware:
         self.app = app
         self.manager = manager
         self.limiter = _checked_limiter(limiter)
-        self.pipeline = Pipeline(manager, options, self.limiter)
+        self.pipeline = pipeline_with(manager, options, self.limiter, jwt_verifier)
         self.options = self.pipeline.options
         self.responder = self.pipeline.responder
         self._has_public = bool(self.options._public_exact or self.options._public_starts)

@@ -26,7 +26,7 @@ from ._drive import drive_sync
 from ._limits import admitted_headers
 from ._manager import KeyManager
 from ._options import MiddlewareOptions
-from ._pipeline import Pipeline, RequestView, log_decision, request_flow
+from ._pipeline import RequestView, ShapedVerifier, log_decision, pipeline_with, request_flow
 from ._types import StartResponse, WSGIApp, WSGIEnviron
 from .ratelimit import RateLimiter
 
@@ -83,6 +83,10 @@ class KeyguardWSGIMiddleware:
         manager: A :class:`~keyguard.KeyManager` (an
             :class:`~keyguard.AsyncKeyManager` is for :mod:`keyguard.asgi`).
         options: A :class:`~keyguard.MiddlewareOptions`; default: all defaults.
+        limiter: A :class:`~keyguard.RateLimiter` for the options' rate limits.
+        jwt_verifier: Also accept OAuth access tokens (JWTs) on the same
+            header: a :class:`keyguard.oauth.JWTVerifier` (see
+            :class:`~keyguard.KeyguardMiddleware`).
 
     Raises:
         TypeError: ``manager`` is not a ``KeyManager``.
@@ -95,6 +99,8 @@ class KeyguardWSGIMiddleware:
         manager: KeyManager,
         options: MiddlewareOptions | None = None,
         limiter: RateLimiter | None = None,
+        *,
+        jwt_verifier: ShapedVerifier | None = None,
     ) -> None:
         if not isinstance(manager, KeyManager):
             raise TypeError(
@@ -104,7 +110,7 @@ class KeyguardWSGIMiddleware:
         self.app = app
         self.manager = manager
         self.limiter = _checked_limiter(limiter)
-        self.pipeline = Pipeline(manager, options, self.limiter)
+        self.pipeline = pipeline_with(manager, options, self.limiter, jwt_verifier)
         self.options = self.pipeline.options
         self.responder = self.pipeline.responder
         header = self.options.api_key_header

@@ -39,7 +39,7 @@ except ImportError as exc:  # pragma: no cover (the extra is installed in tests)
 from .._http import Responder, Response
 from .._manager import AsyncKeyManager
 from .._options import MiddlewareOptions
-from .._pipeline import MISSING_KEY
+from .._pipeline import MISSING_KEY, ShapedVerifier
 from .._records import Principal
 from .._verify import scope_denial
 from ..asgi import PRINCIPAL_SCOPE_KEY, KeyguardMiddleware
@@ -94,6 +94,8 @@ class Keyguard(SecurityBase):
             instead of answering 401.
         public_docs: Let ``init_app`` make the app's docs and OpenAPI URLs
             public, so that Swagger UI loads before anyone has a key.
+        jwt_verifier: Also accept OAuth access tokens: a
+            :class:`keyguard.oauth.JWTVerifier`, passed to the middleware.
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class Keyguard(SecurityBase):
         description: str | None = "An API key, sent as Authorization: Bearer <key>.",
         auto_error: bool = True,
         public_docs: bool = True,
+        jwt_verifier: ShapedVerifier | None = None,
         **kwargs: Any,
     ) -> None:
         if options is None:
@@ -117,6 +120,7 @@ class Keyguard(SecurityBase):
         self.options = options
         self.auto_error = auto_error
         self.public_docs = public_docs
+        self.jwt_verifier = jwt_verifier
         self.responder = Responder(options.realm)
         self.model = HTTPBearerModel(bearerFormat="API key", description=description)
         self.scheme_name = scheme_name
@@ -140,7 +144,11 @@ class Keyguard(SecurityBase):
             if extra:
                 options = replace(options, public_paths=(*options.public_paths, *extra))
         app.add_middleware(
-            KeyguardMiddleware, manager=self.manager, options=options, limiter=self.limiter
+            KeyguardMiddleware,
+            manager=self.manager,
+            options=options,
+            limiter=self.limiter,
+            jwt_verifier=self.jwt_verifier,
         )
         app.add_exception_handler(KeyguardHTTPException, problem_response)
 

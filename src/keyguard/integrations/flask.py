@@ -40,7 +40,7 @@ from .._denials import Denial
 from .._http import Responder
 from .._manager import KeyManager
 from .._options import MiddlewareOptions
-from .._pipeline import MISSING_KEY
+from .._pipeline import MISSING_KEY, ShapedVerifier
 from .._records import Principal
 from .._verify import scope_denial
 from ..ratelimit import RateLimiter
@@ -66,6 +66,8 @@ class Keyguard:
             rate limits (``MemoryRateLimiter``, ``RedisRateLimiter``).
         options: A :class:`~keyguard.MiddlewareOptions`, or its fields as
             keyword arguments.
+        jwt_verifier: Also accept OAuth access tokens: a
+            :class:`keyguard.oauth.JWTVerifier`, passed to the middleware.
 
     Raises:
         TypeError: ``manager`` is not a ``KeyManager``, or options were given
@@ -79,6 +81,7 @@ class Keyguard:
         *,
         limiter: RateLimiter | None = None,
         options: MiddlewareOptions | None = None,
+        jwt_verifier: ShapedVerifier | None = None,
         **kwargs: Any,
     ) -> None:
         if options is None:
@@ -87,6 +90,7 @@ class Keyguard:
             raise TypeError("pass either options=MiddlewareOptions(...) or keyword options")
         self.manager = manager
         self.limiter = limiter
+        self.jwt_verifier = jwt_verifier
         self.options = options
         self.responder = Responder(options.realm)
         if app is not None:
@@ -100,7 +104,11 @@ class Keyguard:
         if not isinstance(self.manager, KeyManager):
             raise TypeError("Keyguard needs manager=KeyManager(...) (the synchronous manager)")
         app.wsgi_app = KeyguardWSGIMiddleware(  # type: ignore[method-assign]
-            app.wsgi_app, self.manager, options=self.options, limiter=self.limiter
+            app.wsgi_app,
+            self.manager,
+            options=self.options,
+            limiter=self.limiter,
+            jwt_verifier=self.jwt_verifier,
         )
         app.extensions[_EXTENSION] = self
         app.before_request(_load_principal)

@@ -49,7 +49,7 @@ try:
     from redis.exceptions import MaxConnectionsError, NoScriptError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        "keyguard.ratelimit.redis needs redis-py: pip install 'keyguard[redis]'"
+        "keyguard.ratelimit.redis needs redis-py: pip install 'keyguard-auth[redis]'"
     ) from exc
 
 from .. import _redis

@@ -35,7 +35,9 @@ try:
     from sqlalchemy.dialects import postgresql
     from sqlalchemy.engine import Dialect
 except ImportError as exc:  # pragma: no cover (the extra is installed in tests)
-    raise ImportError("keyguard.stores.sql needs SQLAlchemy: pip install 'keyguard[sql]'") from exc
+    raise ImportError(
+        "keyguard.stores.sql needs SQLAlchemy: pip install 'keyguard-auth[sql]'"
+    ) from exc
 
 __all__ = [
     "DEFAULT_TABLE_NAME",

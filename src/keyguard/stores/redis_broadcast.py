@@ -27,7 +27,7 @@ try:
     from .. import _redis
 except ImportError as exc:  # pragma: no cover (the extra is installed in tests)
     raise ImportError(
-        "keyguard.stores.redis_broadcast needs redis: pip install 'keyguard[redis]'"
+        "keyguard.stores.redis_broadcast needs redis: pip install 'keyguard-auth[redis]'"
     ) from exc
 
 __all__ = ["DEFAULT_CHANNEL", "RedisRevocationBroadcast"]

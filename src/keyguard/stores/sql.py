@@ -1,6 +1,6 @@
 """A key store on SQL databases: SQLite (the embedded default) and PostgreSQL.
 
-Install with ``pip install 'keyguard[sql]'`` (SQLAlchemy 2 Core, psycopg 3,
+Install with ``pip install 'keyguard-auth[sql]'`` (SQLAlchemy 2 Core, psycopg 3,
 aiosqlite). The table (``keyguard_keys``, see ``_sql_schema.py``) lives in
 the module-level :data:`metadata` (for Alembic's ``target_metadata``), and
 :func:`keys_table` adds it, under any name and schema, to a ``MetaData`` of
@@ -56,7 +56,9 @@ try:
     from sqlalchemy.engine.url import URL
     from sqlalchemy.sql.expression import Executable
 except ImportError as exc:  # pragma: no cover (the extra is installed in tests)
-    raise ImportError("keyguard.stores.sql needs SQLAlchemy: pip install 'keyguard[sql]'") from exc
+    raise ImportError(
+        "keyguard.stores.sql needs SQLAlchemy: pip install 'keyguard-auth[sql]'"
+    ) from exc
 
 __all__ = [
     "DEFAULT_ADMIN_TIMEOUT",
