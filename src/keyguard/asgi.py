@@ -19,9 +19,9 @@ WebSocket is closed with code 1008 before it is accepted.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import Final
 
+from ._asgi_io import BodyReader, adding_headers
 from ._denials import Denial
 from ._drive import drive_async, drive_sync
 from ._limits import admitted_raw_headers
@@ -35,7 +35,7 @@ from ._pipeline import (
     pipeline_with,
     request_flow,
 )
-from ._types import ASGIApp, Message, Receive, Scope, Send
+from ._types import ASGIApp, Receive, Scope, Send
 from .ratelimit import AsyncRateLimiter
 
 __all__ = ["PRINCIPAL_SCOPE_KEY", "KeyguardMiddleware"]
@@ -52,51 +52,6 @@ def _checked_limiter(limiter: object) -> AsyncRateLimiter | None:
             f"{type(limiter).__name__}"
         )
     return limiter
-
-
-def _adding_headers(send: Send, raw: list[tuple[bytes, bytes]]) -> Send:
-    """``send``, adding ``raw`` headers to the response the app starts."""
-
-    def sender(message: Message) -> Awaitable[None]:
-        # A plain function handing back send's awaitable: one coroutine less per message.
-        if message["type"] == "http.response.start":
-            # A new list (the app may reuse its own), set on the app's message as
-            # Starlette's middlewares do.
-            message["headers"] = [*message.get("headers", ()), *raw]
-        return send(message)
-
-    return sender
-
-
-class _BodyReader:
-    """Reads a form body for the flow, and hands the messages it read back to the app."""
-
-    __slots__ = ("_receive", "messages")
-
-    def __init__(self, receive: Receive) -> None:
-        self._receive = receive
-        self.messages: list[Message] = []
-
-    async def aread_form(self, limit: int) -> bytes | None:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await self._receive()
-            self.messages.append(message)
-            if message["type"] != "http.request":
-                return None
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-    async def replay(self) -> Message:
-        if self.messages:
-            return self.messages.pop(0)
-        return await self._receive()
 
 
 class KeyguardMiddleware:
@@ -184,7 +139,7 @@ class KeyguardMiddleware:
             and api_key is None
             and kind == "http"
         ):
-            reader = _BodyReader(receive)
+            reader = BodyReader(receive)
             backends = backends.with_body(reader)
             body_type = content_type.decode("latin-1")
         client = scope.get("client")
@@ -218,7 +173,7 @@ class KeyguardMiddleware:
         if reader is not None and reader.messages:
             receive = reader.replay
         if decision is not None and kind == "http":
-            send = _adding_headers(
+            send = adding_headers(
                 send, admitted_raw_headers(decision, self.options.legacy_rate_limit_headers)
             )
         await self.app(scope, receive, send)

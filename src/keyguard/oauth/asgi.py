@@ -15,9 +15,10 @@ protected API::
 
 from __future__ import annotations
 
+from .._asgi_io import read_body
 from .._drive import drive_async, drive_sync, never_blocks
 from .._manager import AsyncKeyManager
-from .._types import ASGIApp, Message, Receive, Scope, Send
+from .._types import ASGIApp, Receive, Scope, Send
 from ..ratelimit import AsyncRateLimiter
 from ._server import MAX_BODY, AuthorizationServer, OAuthResponse, TokenRequest, token_flow
 
@@ -26,23 +27,6 @@ __all__ = ["AuthorizationServerApp"]
 _NOT_FOUND = OAuthResponse(
     404, [("content-type", "text/plain; charset=utf-8"), ("content-length", "9")], b"Not Found"
 )
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The request body, up to ``limit`` bytes; None when larger or cut short."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message: Message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 class _BodyReader:
@@ -54,7 +38,7 @@ class _BodyReader:
         self._receive = receive
 
     async def aread_form(self, limit: int) -> bytes | None:
-        return await _read_body(self._receive, limit)
+        return await read_body(self._receive, limit)
 
 
 class _ReadBody:
@@ -149,5 +133,5 @@ class AuthorizationServerApp:
             return await drive_async(flow, self.server.backends.with_body(_BodyReader(receive)))
         # In-memory backends: read the (bounded) body first, then decide without a
         # coroutine per step.
-        body = await _read_body(receive, MAX_BODY) if request.method == "POST" else None
+        body = await read_body(receive, MAX_BODY) if request.method == "POST" else None
         return drive_sync(flow, self.server.backends.with_body(_ReadBody(body)))
