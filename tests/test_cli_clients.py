@@ -465,3 +465,24 @@ def test_keygen_refuses_an_unknown_algorithm(
     assert exited.value.code == 2
     assert "invalid choice: 'HS256'" in capsys.readouterr().err
     assert not (tmp_path / "k.pem").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(("clients", "revoke", CLIENT_ID, SECRET), id="extra-argument"),
+        pytest.param(("clients", "rotate", CLIENT_ID, "--grace", SECRET), id="bad-duration"),
+        pytest.param(("clients", "show", CLIENT_ID, f"--{SECRET}"), id="unknown-option"),
+        pytest.param(("oauth", "keygen", "--out", "k.pem", "--algorithm", SECRET), id="algorithm"),
+    ],
+)
+def test_usage_errors_never_repeat_a_client_secret(
+    db: str, argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run(*argv)
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert "[redacted]" in captured.err
+    for start in range(len(SECRET_PART) - 3):
+        assert SECRET_PART[start : start + 4] not in captured.out + captured.err
