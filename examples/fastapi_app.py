@@ -8,11 +8,15 @@ Run it (from the repository root)::
 - ``POST /invoices`` needs ``billing:write``
 - ``GET /health`` is public, and so are ``/docs`` and ``/openapi.json``
   (Swagger UI's *Authorize* button takes a key)
+- ``POST /oauth/token`` exchanges an OAuth client's secret for an access
+  token, which the routes accept like a key, with the same scopes; the
+  metadata and JWKS are beside it
 
 Every key gets ``KEYGUARD_RATE_LIMIT`` (default ``100/minute``; kept in Redis
 when ``KEYGUARD_REDIS_URL`` is set). Make a key for it with
 ``keyguard keys create --owner acme --scope billing:read``; examples/README.md
-has the whole walkthrough.
+has the whole walkthrough, OAuth clients included
+(``KEYGUARD_OAUTH_SIGNING_KEYS``, ``KEYGUARD_OAUTH_ISSUER``: see ``_billing``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ keyguard = Keyguard(
     limiter=limiter,
     public_paths=_billing.PUBLIC_PATHS,
     rate_limit=_billing.rate_limit(),
+    # Serves /oauth/token (and the metadata and JWKS); the routes accept its tokens.
+    authorization_server=_billing.authorization_server(manager, limiter),
 )
 
 

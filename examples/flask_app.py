@@ -7,12 +7,18 @@ Run it (from the repository root)::
 - ``GET /invoices`` needs a key with the scope ``billing:read``
 - ``POST /invoices`` needs ``billing:write``
 - ``GET /health`` is public
+- ``POST /oauth/token`` exchanges an OAuth client's secret for an access
+  token, which the routes accept like a key, with the same scopes; the
+  metadata and JWKS are beside it
 
 Every key gets ``KEYGUARD_RATE_LIMIT`` (default ``100/minute``; kept in Redis
 when ``KEYGUARD_REDIS_URL`` is set). The principal of each request is
 ``flask.g.keyguard_principal``. Make a key with
 ``keyguard keys create --owner acme --scope billing:read``; examples/README.md
-has the whole walkthrough.
+has the whole walkthrough, OAuth clients included
+(``KEYGUARD_OAUTH_SIGNING_KEYS``, ``KEYGUARD_OAUTH_ISSUER``: see ``_billing``; run
+on port 5000, set ``KEYGUARD_OAUTH_ISSUER=http://127.0.0.1:5000`` so that the
+metadata names this server's URLs).
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ Keyguard(
     limiter=limiter,
     public_paths=_billing.PUBLIC_PATHS,
     rate_limit=_billing.rate_limit(),
+    # Serves /oauth/token (and the metadata and JWKS); the routes accept its tokens.
+    authorization_server=_billing.authorization_server(manager, limiter),
 )
 # Flask has no shutdown hook: at exit, write the last-used times still pending, then close
 # the connections (atexit runs the last registered first).

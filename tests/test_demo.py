@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -15,6 +16,9 @@ import keyguard
 from keyguard import cli
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The statuses of the demo's steps: the key's four, then the OAuth client's exchange, the
+#: call with its token, and its secret sent as a bearer token.
+STATUSES = ["200", "401", "403", "400", "200", "200", "401"]
 
 
 @pytest.mark.slow
@@ -31,17 +35,30 @@ def test_demo_serves_the_example_and_every_curl_line_answers_as_printed() -> Non
     out = result.stdout
     token = re.search(r"sk_live_[0-9A-Za-z]{12}_[0-9A-Za-z]{38}", out)
     assert token is not None
+    secret = re.search(r"cs_live_([0-9A-Za-z]{12})_[0-9A-Za-z]{38}", out)
+    assert secret is not None
     base = re.search(r"runs on (http://127\.0\.0\.1:\d+)", out)
     assert base is not None
+    exchange = (
+        f'{base[1]}/oauth/token -u "{secret[1]}:{secret[0]}" -d grant_type=client_credentials'
+    )
     for status, line in (
         (200, f'curl -i {base[1]}/invoices -H "Authorization: Bearer {token[0]}"'),
         (401, f"curl -i {base[1]}/invoices\n"),
         (403, f"curl -i -X POST {base[1]}/invoices"),
         (400, f'curl -i "{base[1]}/invoices?api_key={token[0]}"'),
+        (200, f"curl -i {exchange}\n"),
+        (200, f"TOKEN=$(curl -s {exchange} | python3 -c "),
+        (200, f'curl -i {base[1]}/invoices -H "Authorization: Bearer $TOKEN"'),
+        (401, f'curl -i {base[1]}/invoices -H "Authorization: Bearer {secret[0]}"'),
     ):
         assert f"{status}: " in out
         assert line in out
-        assert re.search(rf"^  {status} .*: ok$", out, re.MULTILINE), status
+    checked = re.findall(r"^  (\d{3}) .*: (.*)$", out, re.MULTILINE)
+    assert checked == [(status, "ok") for status in STATUSES], out
+    # The exchange answered a JWT, which the next step sent: its summary, never the token.
+    assert "a Bearer access token (JWT), expires_in 600, scope 'billing:read'" in out
+    assert not re.search(r"eyJ[0-9A-Za-z_-]+\.", out)
     assert "all as expected" in out
 
 
@@ -68,20 +85,64 @@ def test_demo_on_a_taken_port_says_what_to_do() -> None:
     assert "make demo DEMO_ARGS='--port 0'" in err.getvalue()
 
 
-def test_demo_without_its_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("missing", ["uvicorn", "jwt"])
+def test_demo_without_its_extra_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
     import importlib.util
 
     find_spec = importlib.util.find_spec
 
-    def without_uvicorn(name: str, package: str | None = None) -> object:
-        return None if name == "uvicorn" else find_spec(name, package)
+    def without(name: str, package: str | None = None) -> object:
+        return None if name == missing else find_spec(name, package)
 
-    monkeypatch.setattr(importlib.util, "find_spec", without_uvicorn)
+    monkeypatch.setattr(importlib.util, "find_spec", without)
     err = io.StringIO()
     assert cli.main(["demo", "--check", "--port", "0"], stdout=io.StringIO(), stderr=err) == 2
     assert err.getvalue() == (
-        "keyguard: error: keyguard demo needs uvicorn: pip install 'keyguard-auth[demo]'\n"
+        f"keyguard: error: keyguard demo needs {missing}: pip install 'keyguard-auth[demo]'\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "shown", "complete"),
+    [
+        pytest.param(
+            200,
+            '{"access_token": "a.b.c", "token_type": "Bearer", "expires_in": 600, "scope": "s"}',
+            "a Bearer access token (JWT), expires_in 600, scope 's'",
+            True,
+            id="jwt",
+        ),
+        pytest.param(
+            200, '{"access_token": "opaque", "token_type": "Bearer"}', None, False, id="not-a-jwt"
+        ),
+        pytest.param(200, '{"access_token": 7}', None, False, id="not-a-string"),
+        pytest.param(401, '{"detail": "no key"}', "no key", True, id="problem"),
+        pytest.param(
+            401,
+            '{"error": "invalid_client", "error_description": "failed"}',
+            "failed",
+            True,
+            id="oauth-error",
+        ),
+        pytest.param(200, '{"owner": "demo"}', '{"owner": "demo"}', True, id="json"),
+        pytest.param(500, "Internal Server Error", "Internal Server Error", True, id="text"),
+    ],
+)
+def test_the_check_needs_a_jwt_from_the_token_endpoint_and_never_prints_it(
+    status: int, body: str, shown: str | None, complete: bool
+) -> None:
+    from keyguard.cli._demo import _answer
+
+    made: dict[str, str] = {}
+    printed, whole = _answer(status, body, made)
+    assert whole is complete
+    if shown is not None:
+        assert printed == shown
+    if "access_token" in body:
+        assert made["access_token"] == json.loads(body)["access_token"]
+        assert f'"{made["access_token"]}"' not in printed
 
 
 def test_make_demo_passes_demo_args_on() -> None:
@@ -128,6 +189,47 @@ async def test_the_demo_app_is_the_billing_api() -> None:
     await manager.aclose()
 
 
+@pytest.mark.anyio
+async def test_the_demo_app_serves_the_token_endpoint_and_takes_its_tokens() -> None:
+    httpx = pytest.importorskip("httpx")
+    from keyguard import AsyncKeyManager, MemoryRateLimiter
+    from keyguard.cli._demo_app import create_app
+    from keyguard.oauth import AuthorizationServer, KeySet, SigningKey
+    from keyguard.stores import MemoryKeyStore
+
+    manager = AsyncKeyManager(MemoryKeyStore())
+    client = await manager.create_client("acme", scopes=["billing:read"])
+    limiter = MemoryRateLimiter()
+    base = "http://127.0.0.1:8000"
+    server = AuthorizationServer(
+        manager, KeySet(SigningKey.generate()), issuer=base, audiences=[base], limiter=limiter
+    )
+    app = create_app(manager, limiter, authorization_server=server)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        issued = await http.post(
+            "/oauth/token",
+            auth=(client.key_id, client.token),
+            data={"grant_type": "client_credentials"},
+        )
+        assert issued.status_code == 200, issued.text
+        token = issued.json()["access_token"]
+        listed = await http.get("/invoices", headers={"authorization": f"Bearer {token}"})
+        assert listed.json() == {"owner": "acme", "invoices": []}
+        write = await http.post(
+            "/invoices",
+            headers={"authorization": f"Bearer {token}"},
+            json={"customer": "Initech", "amount_cents": 1200},
+        )
+        assert write.status_code == 403
+        secret = await http.get("/invoices", headers={"authorization": f"Bearer {client.token}"})
+        assert secret.status_code == 401
+        assert (await http.get("/oauth/jwks.json")).json()["keys"][0][
+            "kid"
+        ] == server.keys.signing.kid
+    await manager.aclose()
+
+
 def _run(
     command: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -168,9 +270,4 @@ def test_the_demo_runs_from_an_installed_wheel(tmp_path: Path) -> None:
         [str(bin_dir / "keyguard"), "demo", "--check", "--port", "0"], cwd=elsewhere, env=env
     )
     assert "all as expected" in demo.stdout
-    assert re.findall(r"^  (\d{3}) .*: ok$", demo.stdout, re.MULTILINE) == [
-        "200",
-        "401",
-        "403",
-        "400",
-    ]
+    assert re.findall(r"^  (\d{3}) .*: ok$", demo.stdout, re.MULTILINE) == STATUSES

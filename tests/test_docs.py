@@ -70,14 +70,17 @@ def _subparser(parser: argparse.ArgumentParser, words: list[str]) -> argparse.Ar
 
 
 def _documented_commands() -> list[str]:
-    text = (DOCS / "stores.md").read_text()
-    block = text.split("## The command line", 1)[1].split("```", 2)[1]
+    """The command lines of the first block under "The command line" of each page with one."""
     commands: list[str] = []
-    for line in block.splitlines():
-        if line.startswith("keyguard "):
-            commands.append(line)
-        elif line.strip() and commands:
-            commands[-1] += " " + line.strip()
+    for page in ("stores.md", "oauth.md"):
+        text = (DOCS / page).read_text()
+        block = text.split("## The command line", 1)[1].split("```", 2)[1]
+        start = len(commands)
+        for line in block.splitlines():
+            if line.startswith("keyguard "):
+                commands.append(line)
+            elif line.strip() and len(commands) > start:
+                commands[-1] += " " + line.strip()
     return commands
 
 

@@ -28,8 +28,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "keyguard-auth"
 #: What the README's programs need beside the package: a server and (for the test
-#: client that stands in for it) httpx.
-EXTRAS = "fastapi,flask,sql"
+#: client that stands in for it) httpx; and what `keyguard demo` needs (its extra).
+EXTRAS = "fastapi,flask,sql,demo"
 ALSO = ("uvicorn", "httpx")
 #: Wheels of the dependencies, kept with this checkout's environment between runs.
 WHEELHOUSE = Path(sys.prefix) / "keyguard-wheelhouse"
@@ -188,7 +188,7 @@ def test_the_installed_command_answers_help(installed: Installed) -> None:
     done = installed.run("keyguard", "--help")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: keyguard")
-    for command in ("generate", "check", "keys", "db", "demo"):
+    for command in ("generate", "check", "keys", "clients", "oauth", "db", "demo"):
         assert command in done.stdout
 
 
@@ -211,3 +211,4 @@ def test_installed_wheel_version_and_demo_check(installed: Installed) -> None:
     assert keyguard.__version__ in version.stdout
     demo = installed.run("keyguard", "demo", "--check", "--port", "0", timeout=120)
     assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "access token (JWT)" in demo.stdout  # the token endpoint answered from the wheel

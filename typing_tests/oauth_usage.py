@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from fastapi import FastAPI
+from flask import Flask
+
 from keyguard import AsyncKeyManager, KeyguardMiddleware, KeyguardWSGIMiddleware, KeyManager
 from keyguard._types import ASGIApp, WSGIApp
+from keyguard.integrations import fastapi as kg_fastapi
+from keyguard.integrations import flask as kg_flask
 from keyguard.oauth import (
     AuthorizationServer,
     JWTVerifier,
@@ -52,3 +57,18 @@ def wsgi(api: WSGIApp) -> AuthorizationServerWSGIApp:
     return AuthorizationServerWSGIApp(
         server, app=KeyguardWSGIMiddleware(api, manager, jwt_verifier=external)
     )
+
+
+def integrations() -> None:
+    """The integrations serve an authorization server given to them."""
+    keys = KeySet(load_signing_key("signing.pem"))
+    async_manager = AsyncKeyManager(MemoryKeyStore())
+    async_server = AuthorizationServer(
+        async_manager, keys, issuer="https://api.example.com", audiences="https://api.example.com"
+    )
+    kg_fastapi.Keyguard(async_manager, authorization_server=async_server).init_app(FastAPI())
+    manager = KeyManager(MemoryKeyStore())
+    server = AuthorizationServer(
+        manager, keys, issuer="https://api.example.com", audiences="https://api.example.com"
+    )
+    kg_flask.Keyguard(Flask(__name__), manager, authorization_server=server)

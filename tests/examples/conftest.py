@@ -6,6 +6,7 @@ import asyncio
 import atexit
 import importlib
 import io
+import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,13 +18,20 @@ from keyguard import KeyManager, cli
 
 Load = Callable[[str], ModuleType]
 MakeKey = Callable[..., str]
+MakeClient = Callable[..., tuple[str, str]]
 
 
 @pytest.fixture
 def database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     url = f"sqlite:///{tmp_path / 'keyguard.db'}"
     monkeypatch.setenv("KEYGUARD_DATABASE_URL", url)
-    for name in ("KEYGUARD_PEPPERS", "KEYGUARD_REDIS_URL", "KEYGUARD_RATE_LIMIT"):
+    for name in (
+        "KEYGUARD_PEPPERS",
+        "KEYGUARD_REDIS_URL",
+        "KEYGUARD_RATE_LIMIT",
+        "KEYGUARD_OAUTH_SIGNING_KEYS",
+        "KEYGUARD_OAUTH_ISSUER",
+    ):
         monkeypatch.delenv(name, raising=False)
     return url
 
@@ -74,5 +82,22 @@ def make_key(database_url: str) -> MakeKey:
             args += ["--scope", scope]
         assert cli.main(args, stdout=out, stderr=err) == 0, err.getvalue()
         return out.getvalue().strip()
+
+    return make
+
+
+@pytest.fixture
+def make_client(make_key: MakeKey) -> MakeClient:
+    """``keyguard clients create --json`` with the given scopes; returns the
+    (client_id, client_secret) it printed."""
+
+    def make(*scopes: str, owner: str = "acme") -> tuple[str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        args = ["clients", "create", "--owner", owner, "--json"]
+        for scope in scopes:
+            args += ["--scope", scope]
+        assert cli.main(args, stdout=out, stderr=err) == 0, err.getvalue()
+        created = json.loads(out.getvalue())
+        return created["client_id"], created["client_secret"]
 
     return make

@@ -11,20 +11,25 @@ from wsgiref.validate import validator
 import pytest
 
 from keyguard import KeyguardWSGIMiddleware
+from keyguard.oauth.wsgi import AuthorizationServerWSGIApp
 from tests._http_drivers import Request, wsgi_call
 from tests.examples.conftest import Load, MakeKey
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _validated_app(load_example: Load) -> KeyguardWSGIMiddleware:
+def _validated_app(load_example: Load) -> AuthorizationServerWSGIApp:
     module = load_example("flask_app")
-    middleware = module.app.wsgi_app
+    outer = module.app.wsgi_app
+    # The token endpoint in front, then the middleware, then Flask.
+    assert isinstance(outer, AuthorizationServerWSGIApp)
+    middleware = outer.app
     assert isinstance(middleware, KeyguardWSGIMiddleware)
     # A validator between the middleware and Flask, too: the middleware must call
     # the app as a WSGI server would (and hand a replayed body on as a valid stream).
     middleware.app = validator(middleware.app)
-    return middleware
+    outer.app = validator(middleware)
+    return outer
 
 
 def _json_post(token: str, body: object) -> Request:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.examples.conftest import MakeKey
+from tests.examples.conftest import MakeClient, MakeKey
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,6 +129,27 @@ def test_the_billing_api_over_http(server: str, make_key: MakeKey) -> None:
         wrong = client.get("/invoices", headers={"Authorization": f"Bearer {typo}"})
         assert wrong.status_code == 401
         assert wrong.headers["www-authenticate"] == 'Bearer realm="api", error="invalid_token"'
+
+
+@pytest.mark.slow
+def test_an_oauth_client_over_http(server: str, make_client: MakeClient) -> None:
+    """curl's exchange and call, as examples/README.md shows them, through the real server."""
+    client_id, secret = make_client("billing:read")
+    with httpx.Client(base_url=server, timeout=10) as client:
+        issued = client.post(
+            "/oauth/token", auth=(client_id, secret), data={"grant_type": "client_credentials"}
+        )
+        assert issued.status_code == 200, issued.text
+        assert issued.headers["cache-control"] == "no-store"
+        token = issued.json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        assert client.get("/invoices", headers=auth).json() == {"owner": "acme", "invoices": []}
+        refused = client.post("/invoices", headers=auth, json={"customer": "x", "amount_cents": 1})
+        assert refused.status_code == 403
+        as_bearer = client.get("/invoices", headers={"Authorization": f"Bearer {secret}"})
+        assert as_bearer.status_code == 401
+        metadata = client.get("/.well-known/oauth-authorization-server").json()
+        assert metadata["token_endpoint"] == "http://127.0.0.1:8000/oauth/token"
 
 
 @pytest.mark.slow

@@ -72,7 +72,7 @@ def test_flask_example_hears_a_revoke_made_with_the_cli(
     load_example: Load, make_key: MakeKey, redis_env: Callable[[str], None]
 ) -> None:
     module: ModuleType = load_example("flask_app")
-    middleware = module.app.wsgi_app
+    middleware = module.app.wsgi_app.app  # inside the token endpoint's app
     _broadcast_of(middleware.manager.store)
     token = make_key("billing:read")
     key_id = token.split("_")[2]

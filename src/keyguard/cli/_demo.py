@@ -1,11 +1,14 @@
-"""``keyguard demo``: a billing API on localhost, a live key, and curl lines to try.
+"""``keyguard demo``: a billing API on localhost, a live key, an OAuth client, and curl
+lines to try.
 
 The demo serves the app of :mod:`keyguard.cli._demo_app` (the API of
 ``examples/fastapi_app.py``, shipped in the package, so it runs from an
 installed wheel) on 127.0.0.1, over a SQLite key store in a temporary directory
-that is deleted when the demo stops. ``--check`` makes the requests the curl
-lines show, prints what came back, and exits: 0 when each status was the
-expected one. ``--tour`` is a short offline tour of keys and denials instead.
+that is deleted when the demo stops, with the OAuth token endpoint in front
+(a signing key made at start: its tokens die with the demo). ``--check`` makes
+the requests the curl lines show, prints what came back, and exits: 0 when
+each status was the expected one (and the token endpoint answered a JWT).
+``--tour`` is a short offline tour of keys and denials instead.
 """
 
 from __future__ import annotations
@@ -31,7 +34,11 @@ _HOST = "127.0.0.1"
 _SCOPE = "billing:read"
 _INVOICE = '{"customer": "Initech", "amount_cents": 1200}'
 #: What the demo imports beyond keyguard: the extra ``demo`` installs them.
-_NEEDS = ("uvicorn", "fastapi", "sqlalchemy", "aiosqlite")
+_NEEDS = ("uvicorn", "fastapi", "sqlalchemy", "aiosqlite", "jwt", "cryptography")
+_GRANT = "grant_type=client_credentials"
+#: What the demo made, for the curl lines and the requests: the key, the client's id and
+#: secret, and (once the exchange step ran) the access token.
+Credentials = dict[str, str]
 
 
 class DemoError(Exception):
@@ -91,41 +98,71 @@ def _bind(port: int) -> socket.socket:
     return sock
 
 
-def _commands(base: str, token: str) -> list[tuple[int, str, str, str]]:
+def _commands(base: str, made: Credentials) -> list[tuple[int, str, str, str]]:
     """(expected status, what it shows, curl line, request spec) for each step."""
+    token, client_id, secret = made["key"], made["client_id"], made["client_secret"]
     auth = f'-H "Authorization: Bearer {token}"'
+    exchange = f'{base}/oauth/token -u "{client_id}:{secret}" -d {_GRANT}'
+    extract = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])'"
     return [
-        (200, "the key works", f"curl -i {base}/invoices {auth}", "GET /invoices auth"),
+        (200, "the key works", f"curl -i {base}/invoices {auth}", "GET /invoices key"),
         (401, "no key", f"curl -i {base}/invoices", "GET /invoices"),
         (
             403,
             f"the key has {_SCOPE} but not billing:write",
             f"curl -i -X POST {base}/invoices {auth} -H 'Content-Type: application/json' "
             f"-d '{_INVOICE}'",
-            "POST /invoices auth",
+            "POST /invoices key",
         ),
         (
             400,
             "a key in the URL is refused",
             f'curl -i "{base}/invoices?api_key={token}"',
-            "GET /invoices?api_key=TOKEN",
+            "GET /invoices?api_key=KEY",
+        ),
+        (
+            200,
+            "the OAuth client's secret buys an access token (a JWT, for 10 minutes)",
+            f"curl -i {exchange}",
+            "POST /oauth/token client",
+        ),
+        (
+            200,
+            "the access token works like the key",
+            f"TOKEN=$(curl -s {exchange} | {extract})\n"
+            f'    curl -i {base}/invoices -H "Authorization: Bearer $TOKEN"',
+            "GET /invoices access_token",
+        ),
+        (
+            401,
+            "the client secret itself is no bearer token: exchange it first",
+            f'curl -i {base}/invoices -H "Authorization: Bearer {secret}"',
+            "GET /invoices client_secret",
         ),
     ]
 
 
-def _request(base: str, spec: str, token: str) -> tuple[int, str]:
-    import urllib.error  # noqa: PLC0415 (slow to import; only --check needs it)
+def _request(base: str, spec: str, made: Credentials) -> tuple[int, str]:
+    import base64  # noqa: PLC0415 (only --check needs these)
+    import urllib.error  # noqa: PLC0415
     import urllib.request  # noqa: PLC0415
 
     method, path, *flags = spec.split()
     request = urllib.request.Request(  # noqa: S310 (a fixed http://127.0.0.1 URL)
-        base + path.replace("TOKEN", token), method=method
+        base + path.replace("KEY", made["key"]), method=method
     )
-    if "auth" in flags:
-        request.add_header("Authorization", f"Bearer {token}")
-    if method == "POST":
-        request.add_header("Content-Type", "application/json")
-        request.data = _INVOICE.encode()
+    if "client" in flags:
+        basic = base64.b64encode(f"{made['client_id']}:{made['client_secret']}".encode())
+        request.add_header("Authorization", f"Basic {basic.decode()}")
+        request.add_header("Content-Type", "application/x-www-form-urlencoded")
+        request.data = _GRANT.encode()
+    else:
+        for name in ("key", "access_token", "client_secret"):
+            if name in flags:
+                request.add_header("Authorization", f"Bearer {made.get(name, '')}")
+        if method == "POST":
+            request.add_header("Content-Type", "application/json")
+            request.data = _INVOICE.encode()
     try:
         with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310
             return reply.status, reply.read().decode()
@@ -134,16 +171,19 @@ def _request(base: str, spec: str, token: str) -> tuple[int, str]:
             return error.code, error.read().decode()
 
 
-def _create_key(database_url: str, hasher: SecretHasher) -> str:
+def _create_credentials(database_url: str, hasher: SecretHasher) -> Credentials:
+    """A live key and an OAuth client, both with the scope billing:read."""
     from ..stores.sql import SQLKeyStore  # noqa: PLC0415 (optional: the sql extra)
 
     store = SQLKeyStore(database_url)
     store.create_schema()
     manager = KeyManager(store, hasher=hasher, last_used=None)
     try:
-        return manager.create("demo", "keyguard demo", scopes=[_SCOPE]).token
+        key = manager.create("demo", "keyguard demo", scopes=[_SCOPE])
+        client = manager.create_client("demo", "keyguard demo client", scopes=[_SCOPE])
     finally:
         manager.close()
+    return {"key": key.token, "client_id": client.key_id, "client_secret": client.token}
 
 
 def run_demo(out: TextIO, *, port: int = 8000, check: bool = False) -> int:
@@ -171,42 +211,74 @@ def _serve(sock: socket.socket, database_url: str, out: TextIO, *, check: bool) 
     import uvicorn  # noqa: PLC0415 (optional: the demo extra)
 
     from .._manager import AsyncKeyManager  # noqa: PLC0415
+    from ..oauth import AuthorizationServer, KeySet, SigningKey  # noqa: PLC0415 (oauth extra)
     from ..ratelimit import MemoryRateLimiter  # noqa: PLC0415
     from ..stores.sql import SQLKeyStore  # noqa: PLC0415
     from ._demo_app import create_app  # noqa: PLC0415 (imports FastAPI)
 
     hasher = hasher_from_environment()
-    token = _create_key(database_url, hasher)
+    made = _create_credentials(database_url, hasher)
     manager = AsyncKeyManager(SQLKeyStore(database_url), hasher=hasher)
-    app = create_app(manager, MemoryRateLimiter())
+    limiter = MemoryRateLimiter()
     base = f"http://{_HOST}:{sock.getsockname()[1]}"
+    # The demo's key store dies with it, and so may its signing key.
+    server = AuthorizationServer(
+        manager, KeySet(SigningKey.generate()), issuer=base, audiences=[base], limiter=limiter
+    )
+    app = create_app(manager, limiter, authorization_server=server)
     # No access log: the 400 step sends the key in the URL, and the log would show it.
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    steps = _commands(base, token)
+    uvicorn_server = uvicorn.Server(config)
+    steps = _commands(base, made)
     out.write(
         f"keyguard demo: a billing API protected by keyguard runs on {base}\n"
         f"key store: {database_url} (deleted when the demo stops)\n\n"
         f"A live key for owner 'demo' with the scope {_SCOPE}, shown once:\n\n"
-        f"    {token}\n\n"
+        f"    {made['key']}\n\n"
+        f"An OAuth client of owner 'demo' with the same scope; its client_id and its "
+        f"secret, shown once:\n\n"
+        f"    {made['client_id']}\n    {made['client_secret']}\n\n"
     )
     for status, label, line, _ in steps:
         out.write(f"{status}: {label}\n    {line}\n\n")
-    out.write(f"Swagger UI: {base}/docs (Authorize takes the key)\n")
+    out.write(f"Swagger UI: {base}/docs (Authorize takes the key or an access token)\n")
     if not check:
         out.write("Press Ctrl+C to stop.\n")
         out.flush()
-        server.run(sockets=[sock])
+        uvicorn_server.run(sockets=[sock])
         return 0
     out.flush()
-    return _check(server, sock, base, token, steps, out)
+    return _check(uvicorn_server, sock, base, made, steps, out)
+
+
+def _answer(status: int, body: str, made: Credentials) -> tuple[str, bool]:
+    """What to print of an answer, and whether it is what the step needs beyond its status:
+    a token response must hold a JWT (kept for the next step), and is never printed whole."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return body, True
+    if not isinstance(document, dict):
+        return body, True
+    if "access_token" in document:
+        token = document["access_token"]
+        made["access_token"] = token
+        is_jwt = isinstance(token, str) and token.count(".") == 2
+        shown = (
+            f"a {document.get('token_type')} access token (JWT), expires_in "
+            f"{document.get('expires_in')}, scope {document.get('scope')!r}"
+        )
+        return shown, is_jwt
+    if status >= 400:
+        return str(document.get("detail") or document.get("error_description") or ""), True
+    return body, True
 
 
 def _check(
     server: Any,
     sock: socket.socket,
     base: str,
-    token: str,
+    made: Credentials,
     steps: list[tuple[int, str, str, str]],
     out: TextIO,
 ) -> int:
@@ -222,11 +294,13 @@ def _check(
     try:
         out.write("\nchecking each line:\n")
         for expected, label, _, spec in steps:
-            status, body = _request(base, spec, token)
-            detail = json.loads(body).get("detail", "") if status >= 400 else body
+            status, body = _request(base, spec, made)
+            shown, complete = _answer(status, body, made)
             verdict = "ok" if status == expected else f"FAILED, expected {expected}"
-            failures += status != expected
-            out.write(f"  {status} {label}: {verdict}\n      {str(detail)[:100]}\n")
+            if status == expected and not complete:
+                verdict = "FAILED, expected a JWT access token"
+            failures += verdict != "ok"
+            out.write(f"  {status} {label}: {verdict}\n      {shown[:100]}\n")
     finally:
         server.should_exit = True
         thread.join(timeout=10)

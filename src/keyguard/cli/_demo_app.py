@@ -8,6 +8,9 @@ limiter, and closes them when the server shuts down.
 - ``GET /invoices`` needs a key with the scope ``billing:read``
 - ``POST /invoices`` needs ``billing:write``
 - ``GET /health``, ``/docs`` and ``/openapi.json`` are public
+- given an authorization server, ``POST /oauth/token`` (with its metadata and
+  JWKS) exchanges a client's secret for an access token that the routes
+  accept like a key, with the same scopes
 """
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at
@@ -15,7 +18,7 @@ limiter, and closes them when the server shuts down.
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, Security
 from pydantic import BaseModel, Field
@@ -24,6 +27,9 @@ from .._manager import AsyncKeyManager
 from .._records import Principal
 from ..integrations.fastapi import Keyguard
 from ..ratelimit import AsyncRateLimiter
+
+if TYPE_CHECKING:
+    from ..oauth import AuthorizationServer
 
 __all__ = ["READ_SCOPE", "WRITE_SCOPE", "create_app"]
 
@@ -37,13 +43,24 @@ class NewInvoice(BaseModel):
 
 
 def create_app(
-    manager: AsyncKeyManager, limiter: AsyncRateLimiter, *, rate_limit: str = "100/minute"
+    manager: AsyncKeyManager,
+    limiter: AsyncRateLimiter,
+    *,
+    rate_limit: str = "100/minute",
+    authorization_server: "AuthorizationServer | None" = None,
 ) -> FastAPI:
-    """The billing API over ``manager``, every key limited to ``rate_limit`` by ``limiter``.
+    """The billing API over ``manager``, every key limited to ``rate_limit`` by ``limiter``;
+    with ``authorization_server``, its token endpoint too, and its tokens accepted.
 
     The app's lifespan closes both when the server stops.
     """
-    keyguard = Keyguard(manager, limiter=limiter, public_paths=("/health",), rate_limit=rate_limit)
+    keyguard = Keyguard(
+        manager,
+        limiter=limiter,
+        public_paths=("/health",),
+        rate_limit=rate_limit,
+        authorization_server=authorization_server,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

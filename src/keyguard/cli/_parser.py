@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, NoReturn
 
-from . import _demo, _offline, _store
+from . import _clients, _demo, _oauth, _offline, _store
 from ._tokens import hide_secrets
 
 __all__ = ["DISTRIBUTION_NAMES", "build_parser", "duration", "installed_version"]
@@ -172,7 +172,9 @@ def _add_store_commands(sub: Any) -> None:
     create.add_argument("--rate-limit", help="per-key limit, such as 100/minute")
     create.set_defaults(handler=_store.keys_create)
 
-    lst = keys_sub.add_parser("list", help="list keys (never their hashes)")
+    lst = keys_sub.add_parser(
+        "list", help="list API keys (never their hashes; OAuth clients: clients list)"
+    )
     lst.add_argument("--owner", help="only this owner's keys")
     lst.set_defaults(handler=_store.keys_list)
 
@@ -213,6 +215,98 @@ def _add_store_commands(sub: Any) -> None:
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
+def _add_client_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "client_id",
+        help="the client's public client_id (as clients list shows it), never its secret",
+    )
+
+
+def _add_client_commands(sub: Any) -> None:
+    clients = sub.add_parser(
+        "clients", help="create, list, show, revoke and rotate OAuth clients (client credentials)"
+    )
+    clients_sub = clients.add_subparsers(
+        dest="clients_command", required=True, metavar="COMMAND", help="what to do with them"
+    )
+
+    create = clients_sub.add_parser(
+        "create", help="create a client and print its client_id and its secret, once"
+    )
+    create.add_argument("--owner", required=True, help="who the client belongs to")
+    create.add_argument("--name", default="", help="what the client is for")
+    create.add_argument("--environment", help="live or test (default: the first, live)")
+    create.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        help="a scope its tokens may carry (repeat for more)",
+    )
+    create.add_argument("--expires-in", type=duration, help="lifetime, such as 90d or 12h")
+    create.add_argument(
+        "--rate-limit", help="limit of its API requests with tokens, such as 100/minute"
+    )
+    create.set_defaults(handler=_clients.clients_create)
+
+    lst = clients_sub.add_parser("list", help="list clients (never their hashes)")
+    lst.add_argument("--owner", help="only this owner's clients")
+    lst.set_defaults(handler=_clients.clients_list)
+
+    show = clients_sub.add_parser("show", help="show one client")
+    _add_client_id(show)
+    show.set_defaults(handler=_clients.clients_show)
+
+    revoke = clients_sub.add_parser(
+        "revoke", help="revoke a client at once: no more tokens, and its tokens are refused"
+    )
+    _add_client_id(revoke)
+    _add_broadcast_options(revoke)
+    revoke.set_defaults(handler=_clients.clients_revoke)
+
+    rotate = clients_sub.add_parser(
+        "rotate", help="issue a replacement client; the old one expires later"
+    )
+    _add_client_id(rotate)
+    rotate.add_argument(
+        "--grace", type=duration, default=timedelta(hours=24), help="old client's overlap (24h)"
+    )
+    _add_broadcast_options(rotate)
+    rotate.set_defaults(handler=_clients.clients_rotate)
+
+    for parser in (create, lst, show, revoke, rotate):
+        _add_store_options(parser)
+        _add_format_options(parser)
+        parser.add_argument(
+            "--client-secret-prefix",
+            default="cs",
+            help="prefix of client secrets (default: cs); it must differ from the key prefix",
+        )
+        parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _add_oauth_commands(sub: Any) -> None:
+    oauth = sub.add_parser("oauth", help="the authorization server's signing keys")
+    oauth_sub = oauth.add_subparsers(
+        dest="oauth_command", required=True, metavar="COMMAND", help="what to do"
+    )
+    keygen = oauth_sub.add_parser(
+        "keygen", help="write a new private signing key file (mode 0600) and print its kid"
+    )
+    keygen.add_argument(
+        "--out", required=True, help="the file to create; an existing file is never overwritten"
+    )
+    keygen.add_argument(
+        "--algorithm",
+        choices=("ES256", "RS256", "EdDSA"),
+        default="ES256",
+        help="ES256 (EC P-256, the default), RS256 (RSA 3072) or EdDSA (Ed25519)",
+    )
+    keygen.add_argument(
+        "--json", action="store_true", help="print a JSON object (kid, algorithm, path)"
+    )
+    keygen.set_defaults(handler=_oauth.keygen)
+
+
 def _add_demo_command(sub: Any) -> None:
     demo = sub.add_parser(
         "demo", help="serve a billing API on localhost with a live key, and curl lines to try"
@@ -232,7 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     Each subcommand's namespace carries ``handler``, the function that runs it.
     """
-    parser = _Parser(prog="keyguard", description="API keys for HTTP APIs: generate, check, hash.")
+    parser = _Parser(
+        prog="keyguard",
+        description="API keys and OAuth clients for HTTP APIs: make, check and manage them.",
+    )
     parser.add_argument(
         "--version", action=_VersionAction, help="print keyguard's version and exit"
     )
@@ -241,5 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_offline_commands(sub)
     _add_store_commands(sub)
+    _add_client_commands(sub)
+    _add_oauth_commands(sub)
     _add_demo_command(sub)
     return parser

@@ -1,5 +1,9 @@
 """The commands that work on a key store: ``db init`` and ``keys ...``.
 
+The ``keys`` commands work on API keys only: ``keys list`` leaves OAuth clients
+out, and ``keys show|revoke|rotate`` given a client_id point at the ``clients``
+command instead (whose secrets and messages are a client's, see ``_clients``).
+
 They open the SQL store named by ``--database-url`` (default
 ``$KEYGUARD_DATABASE_URL`` or the SQLite file ``keyguard.db``), and revoke and
 rotate announce the change on the Redis revocation broadcast when
@@ -19,8 +23,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .._clock import SYSTEM_CLOCK
 from .._errors import StorageError
 from .._hashing import PasslibHasher, SecretHasher
-from .._manager import KeyManager
-from .._records import KeyRecord
+from .._manager import DEFAULT_CLIENT_SECRET_PREFIX, KeyManager
+from .._records import KeyKind, KeyRecord
 from ..ratelimit._policy import Policy
 from ._command import Command, CommandError, hasher_from_environment, key_format, read_token
 from ._tokens import checked_key_id
@@ -122,18 +126,42 @@ def _open_store(args: argparse.Namespace) -> SQLKeyStore:
         raise CommandError(str(exc)) from None
 
 
-def _open_manager(args: argparse.Namespace) -> KeyManager:
+def _open_manager(
+    args: argparse.Namespace, client_secret_prefix: str = DEFAULT_CLIENT_SECRET_PREFIX
+) -> KeyManager:
     """A manager over the SQL store named by the options (no last-used writes)."""
-    store = _open_store(args)
+    fmt = key_format(args)
+    hasher = hasher_from_environment()
     legacy: list[SecretHasher] = []
     with contextlib.suppress(ImportError):
         legacy.append(PasslibHasher())
-    return KeyManager(
-        store,
-        key_format=key_format(args),
-        hasher=hasher_from_environment(),
-        legacy_hashers=legacy,
-        last_used=None,
+    store = _open_store(args)
+    try:
+        return KeyManager(
+            store,
+            key_format=fmt,
+            hasher=hasher,
+            legacy_hashers=legacy,
+            last_used=None,
+            client_secret_prefix=client_secret_prefix,
+        )
+    except ValueError:
+        store.close()
+        raise
+
+
+def _expect_kind(record: KeyRecord, kind: KeyKind, command: str) -> None:
+    """Refuse to work on a record of the other kind, naming the command that does."""
+    if record.kind == kind:
+        return
+    if record.kind == "oauth_client":
+        raise CommandError(
+            f"{record.key_id} is an OAuth client, not an API key: "
+            f"use keyguard clients {command} {record.key_id}"
+        )
+    raise CommandError(
+        f"{record.key_id} is an API key, not an OAuth client: "
+        f"use keyguard keys {command} {record.key_id}"
     )
 
 
@@ -213,7 +241,7 @@ def keys_create(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextI
 def keys_list(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
     manager = _open_manager(args)
     try:
-        records = manager.list(args.owner)
+        records = [r for r in manager.list(args.owner) if r.kind == "api_key"]
     finally:
         manager.close()
     now = SYSTEM_CLOCK.now()
@@ -234,6 +262,7 @@ def keys_show(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO)
         record = manager.get(key_id)
     finally:
         manager.close()
+    _expect_kind(record, "api_key", "show")
     shown = _record_json(record, SYSTEM_CLOCK.now())
     if args.json:
         _write_json(out, shown)
@@ -254,6 +283,7 @@ def keys_revoke(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextI
     key_id = checked_key_id(args.key_id, key_format(args))
     manager = _open_manager(args)
     try:
+        _expect_kind(manager.get(key_id), "api_key", "revoke")
         record = manager.revoke(key_id)
     finally:
         manager.close()
@@ -270,6 +300,7 @@ def keys_rotate(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextI
     key_id = checked_key_id(args.key_id, key_format(args))
     manager = _open_manager(args)
     try:
+        _expect_kind(manager.get(key_id), "api_key", "rotate")
         issued = manager.rotate(key_id, grace=args.grace)
         old = manager.get(key_id)
     finally:

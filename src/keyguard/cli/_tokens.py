@@ -1,10 +1,11 @@
 """Keeping tokens out of what the command prints.
 
 ``keyguard keys revoke``, ``show`` and ``rotate`` take a key_id, and so does
-``keys import --key-id``. Pasting the whole token there is an easy mistake, and
-a message that repeats the argument (``no key with key_id 'sk_live_...'``)
-would put the secret on the screen, in terminal scrollback, in CI logs and in
-the ticket the output is pasted into. So:
+``keys import --key-id``; ``keyguard clients show``, ``revoke`` and ``rotate``
+take a client_id (an OAuth client's key_id). Pasting the whole token (or client
+secret) there is an easy mistake, and a message that repeats the argument
+(``no key with key_id 'sk_live_...'``) would put the secret on the screen, in
+terminal scrollback, in CI logs and in the ticket the output is pasted into. So:
 
 - An argument where a key_id belongs that carries a secret is refused before
   anything else is done with it, and the message names only its key_id, which
@@ -32,12 +33,25 @@ from .._keys import KeyFormat, is_valid_key_id, parse_key
 from .._redact import REDACTED
 from ._command import CommandError
 
-__all__ = ["NOT_A_KEY_ID", "TOKEN_GIVEN", "checked_key_id", "hide_secrets", "may_show"]
+__all__ = [
+    "NOT_A_CLIENT_ID",
+    "NOT_A_KEY_ID",
+    "SECRET_GIVEN",
+    "TOKEN_GIVEN",
+    "checked_key_id",
+    "hide_secrets",
+    "may_show",
+]
 
 TOKEN_GIVEN = "a token was given where a key_id belongs"  # noqa: S105 (a message)
 NOT_A_KEY_ID = (
     "not a key_id: a key_id is 12 characters such as M65wXtYRmqlf, or 1 to 64 of A-Z, a-z, "
     "0-9, '_' and '-' for an imported key (keyguard keys list shows them)"
+)
+SECRET_GIVEN = "a client secret was given where a client_id belongs"  # noqa: S105 (a message)
+NOT_A_CLIENT_ID = (
+    "not a client_id: a client_id is 12 characters such as M65wXtYRmqlf "
+    "(keyguard clients list shows them)"
 )
 
 # Group 1 is what may be shown (prefix, environment, key_id and the "_" after it),
@@ -60,14 +74,18 @@ def _shaped_key_id(value: str) -> str | None:
     return None
 
 
-def checked_key_id(value: str, key_format: KeyFormat) -> str:
-    """``value``, when it can be a key_id.
+def checked_key_id(value: str, key_format: KeyFormat, *, client: bool = False) -> str:
+    """``value``, when it can be a key_id (with ``client``, an OAuth client's client_id,
+    ``key_format`` then being the client secrets' format; the messages say so).
 
     Raises:
         CommandError: ``value`` carries a secret (the message names its key_id
             when it can be read) or cannot be a key_id. The message never
             repeats ``value``.
     """
+    given, name, whose = (
+        (SECRET_GIVEN, "client_id", "the") if client else (TOKEN_GIVEN, "key_id", "the key's")
+    )
     try:
         key_id: str | None = parse_key(value.strip(), key_format).key_id
     except MalformedKeyError:
@@ -76,12 +94,12 @@ def checked_key_id(value: str, key_format: KeyFormat) -> str:
         identifier, dot, secret = value.strip().partition(".")
         if dot and secret:  # a split key: no key_id has a "."
             if not is_valid_key_id(identifier):
-                raise CommandError(f"{TOKEN_GIVEN}; pass the key's key_id alone")
+                raise CommandError(f"{given}; pass {whose} {name} alone")
             key_id = identifier
     if key_id is not None:
-        raise CommandError(f"{TOKEN_GIVEN}; its key_id is {key_id}")
+        raise CommandError(f"{given}; its {name} is {key_id}")
     if not is_valid_key_id(value):
-        raise CommandError(NOT_A_KEY_ID)
+        raise CommandError(NOT_A_CLIENT_ID if client else NOT_A_KEY_ID)
     return value
 
 

@@ -17,12 +17,19 @@ then enforces the route's scopes (403 ``insufficient_scope``) and returns the
 :class:`~keyguard.Principal`. Because it is a FastAPI security scheme
 (HTTP bearer), the generated OpenAPI document lists it and Swagger UI's
 *Authorize* button sends ``Authorization: Bearer <key>``.
+
+Given ``authorization_server=`` (an :class:`keyguard.oauth.AuthorizationServer`
+over an ``AsyncKeyManager``), ``init_app`` also serves its token endpoint
+(``/oauth/token`` by default), its RFC 8414 metadata and its JWKS, in front of
+the middleware: token requests need no key and no public path. Unless
+``jwt_verifier=`` says otherwise, the API then accepts that server's tokens
+(for its first audience).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 try:
     from fastapi import FastAPI, HTTPException, WebSocketException
@@ -41,9 +48,14 @@ from .._manager import AsyncKeyManager
 from .._options import MiddlewareOptions
 from .._pipeline import MISSING_KEY, ShapedVerifier
 from .._records import Principal
+from .._types import ASGIApp
 from .._verify import scope_denial
 from ..asgi import PRINCIPAL_SCOPE_KEY, KeyguardMiddleware
 from ..ratelimit import AsyncRateLimiter
+
+if TYPE_CHECKING:
+    from ..oauth import AuthorizationServer
+    from ..oauth.asgi import AuthorizationServerApp
 
 __all__ = ["Keyguard", "KeyguardHTTPException", "problem_response"]
 
@@ -76,6 +88,25 @@ async def problem_response(request: Request, exc: Exception) -> FastAPIResponse:
     )
 
 
+def _verifier_of(server: AuthorizationServer) -> ShapedVerifier:
+    """A verifier of ``server``'s own tokens, for the API beside it."""
+    from ..oauth import JWTVerifier  # noqa: PLC0415 (the oauth extra, needed only here)
+
+    return JWTVerifier(
+        issuer=server.issuer,
+        audience=server.audiences[0],
+        keys=server.keys,
+        clock=server.manager.clock,
+    )
+
+
+def _serve_authorization(app: ASGIApp, server: AuthorizationServer) -> AuthorizationServerApp:
+    """Starlette's middleware factory: the authorization server in front of ``app``."""
+    from ..oauth.asgi import AuthorizationServerApp  # noqa: PLC0415 (the oauth extra)
+
+    return AuthorizationServerApp(server, app=app)
+
+
 class Keyguard(SecurityBase):
     """API-key authentication for a FastAPI app: middleware installer and security dependency.
 
@@ -96,6 +127,11 @@ class Keyguard(SecurityBase):
             public, so that Swagger UI loads before anyone has a key.
         jwt_verifier: Also accept OAuth access tokens: a
             :class:`keyguard.oauth.JWTVerifier`, passed to the middleware.
+        authorization_server: Serve this
+            :class:`keyguard.oauth.AuthorizationServer` (token endpoint,
+            metadata, JWKS) in front of the middleware. Without
+            ``jwt_verifier``, the API accepts its tokens: a ``JWTVerifier``
+            for its issuer, its first audience and its keys.
     """
 
     def __init__(
@@ -109,6 +145,7 @@ class Keyguard(SecurityBase):
         auto_error: bool = True,
         public_docs: bool = True,
         jwt_verifier: ShapedVerifier | None = None,
+        authorization_server: AuthorizationServer | None = None,
         **kwargs: Any,
     ) -> None:
         if options is None:
@@ -120,7 +157,10 @@ class Keyguard(SecurityBase):
         self.options = options
         self.auto_error = auto_error
         self.public_docs = public_docs
+        if jwt_verifier is None and authorization_server is not None:
+            jwt_verifier = _verifier_of(authorization_server)
         self.jwt_verifier = jwt_verifier
+        self.authorization_server = authorization_server
         self.responder = Responder(options.realm)
         self.model = HTTPBearerModel(bearerFormat="API key", description=description)
         self.scheme_name = scheme_name
@@ -132,7 +172,8 @@ class Keyguard(SecurityBase):
         """Add the middleware and the problem+json handler to ``app``.
 
         Raises:
-            TypeError: No ``AsyncKeyManager`` was given.
+            TypeError: No ``AsyncKeyManager`` was given, or the authorization
+                server's manager is not one.
         """
         if not isinstance(self.manager, AsyncKeyManager):
             raise TypeError("Keyguard.init_app needs Keyguard(manager=AsyncKeyManager(...))")
@@ -150,6 +191,15 @@ class Keyguard(SecurityBase):
             limiter=self.limiter,
             jwt_verifier=self.jwt_verifier,
         )
+        server = self.authorization_server
+        if server is not None and not isinstance(server.manager, AsyncKeyManager):
+            raise TypeError(
+                "Keyguard(authorization_server=...) needs an AuthorizationServer over an "
+                "AsyncKeyManager"
+            )
+        if server is not None:
+            # Added last, so it runs first: token requests never reach the middleware.
+            app.add_middleware(_serve_authorization, server=server)
         app.add_exception_handler(KeyguardHTTPException, problem_response)
 
     async def __call__(

@@ -16,6 +16,12 @@ The principal of the request is ``flask.g.keyguard_principal`` (``None`` on
 public paths and for anonymous requests with ``optional=True``), also returned
 by :func:`current_principal`.
 
+Given ``authorization_server=`` (an :class:`keyguard.oauth.AuthorizationServer`
+over a ``KeyManager``), the extension also serves its token endpoint
+(``/oauth/token`` by default), its RFC 8414 metadata and its JWKS, in front of
+the middleware: token requests need no key. Unless ``jwt_verifier=`` says
+otherwise, the API then accepts that server's tokens (for its first audience).
+
 Proxy headers: apply werkzeug's ``ProxyFix`` *after* ``init_app``
 (``app.wsgi_app = ProxyFix(app.wsgi_app, ...)``), so that it runs first and the
 middleware sees the real scheme and client address.
@@ -26,7 +32,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 try:
     from flask import Flask, current_app, g, request
@@ -45,6 +51,9 @@ from .._records import Principal
 from .._verify import scope_denial
 from ..ratelimit import RateLimiter
 from ..wsgi import PRINCIPAL_ENVIRON_KEY, KeyguardWSGIMiddleware
+
+if TYPE_CHECKING:
+    from ..oauth import AuthorizationServer
 
 __all__ = ["G_ATTRIBUTE", "Keyguard", "current_principal", "require_scopes"]
 
@@ -68,10 +77,15 @@ class Keyguard:
             keyword arguments.
         jwt_verifier: Also accept OAuth access tokens: a
             :class:`keyguard.oauth.JWTVerifier`, passed to the middleware.
+        authorization_server: Serve this
+            :class:`keyguard.oauth.AuthorizationServer` (token endpoint,
+            metadata, JWKS) in front of the middleware. Without
+            ``jwt_verifier``, the API accepts its tokens: a ``JWTVerifier``
+            for its issuer, its first audience and its keys.
 
     Raises:
-        TypeError: ``manager`` is not a ``KeyManager``, or options were given
-            both ways.
+        TypeError: ``manager`` is not a ``KeyManager``, the authorization
+            server's manager is not one, or options were given both ways.
     """
 
     def __init__(
@@ -82,6 +96,7 @@ class Keyguard:
         limiter: RateLimiter | None = None,
         options: MiddlewareOptions | None = None,
         jwt_verifier: ShapedVerifier | None = None,
+        authorization_server: AuthorizationServer | None = None,
         **kwargs: Any,
     ) -> None:
         if options is None:
@@ -90,7 +105,17 @@ class Keyguard:
             raise TypeError("pass either options=MiddlewareOptions(...) or keyword options")
         self.manager = manager
         self.limiter = limiter
+        if jwt_verifier is None and authorization_server is not None:
+            from ..oauth import JWTVerifier  # noqa: PLC0415 (the oauth extra, needed only here)
+
+            jwt_verifier = JWTVerifier(
+                issuer=authorization_server.issuer,
+                audience=authorization_server.audiences[0],
+                keys=authorization_server.keys,
+                clock=authorization_server.manager.clock,
+            )
         self.jwt_verifier = jwt_verifier
+        self.authorization_server = authorization_server
         self.options = options
         self.responder = Responder(options.realm)
         if app is not None:
@@ -100,16 +125,26 @@ class Keyguard:
         return f"Keyguard(options={self.options!r})"
 
     def init_app(self, app: Flask) -> None:
-        """Wrap ``app.wsgi_app`` in the middleware and expose the principal on ``flask.g``."""
+        """Wrap ``app.wsgi_app`` in the middleware (and the authorization server, when
+        given) and expose the principal on ``flask.g``."""
         if not isinstance(self.manager, KeyManager):
             raise TypeError("Keyguard needs manager=KeyManager(...) (the synchronous manager)")
-        app.wsgi_app = KeyguardWSGIMiddleware(  # type: ignore[method-assign]
+        middleware = KeyguardWSGIMiddleware(
             app.wsgi_app,
             self.manager,
             options=self.options,
             limiter=self.limiter,
             jwt_verifier=self.jwt_verifier,
         )
+        if self.authorization_server is None:
+            app.wsgi_app = middleware  # type: ignore[method-assign]
+        else:
+            from ..oauth.wsgi import AuthorizationServerWSGIApp  # noqa: PLC0415 (oauth extra)
+
+            # In front of the middleware: token requests never reach it.
+            app.wsgi_app = AuthorizationServerWSGIApp(  # type: ignore[method-assign]
+                self.authorization_server, app=middleware
+            )
         app.extensions[_EXTENSION] = self
         app.before_request(_load_principal)
 
