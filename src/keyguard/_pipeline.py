@@ -43,7 +43,7 @@ from ._limits import (
 from ._options import MiddlewareOptions, options_for
 from ._records import Principal
 from ._steps import Backends, HitLimit, ReadForm
-from ._verify import Verified, admit_flow
+from ._verify import Verified, admit
 from .ratelimit import RateLimitDecision
 
 __all__ = [
@@ -395,9 +395,7 @@ def request_flow(pipeline: Pipeline, view: RequestView) -> Flow[Verdict]:
         if isinstance(verified, Denial):
             result: Principal | Denial = verified
         else:
-            result = yield from admit_flow(
-                verified, options.required_scopes, pipeline.now, pipeline.last_used
-            )
+            result = admit(verified, options.required_scopes, pipeline.now, pipeline.last_used)
         if isinstance(result, Denial):
             if limits is not None:
                 result = yield from failure_flow(limits, address, result)

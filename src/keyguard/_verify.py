@@ -5,14 +5,14 @@ principal and the stored record behind it) or a :class:`~keyguard.Denial`;
 the pipeline picks one by the credential's shape. :class:`KeyVerifier` checks
 keyguard API keys, and :class:`MemoizedKeyVerifier` wraps it with a
 :class:`TokenMemo`, so a token seen again against the very same record costs
-no parse and no hash. Whatever verified it, :func:`admit_flow` then decides
+no parse and no hash. Whatever verified it, :func:`admit` then decides
 the same way: the record's state, the scopes, the use to record.
 
 The order of :meth:`KeyVerifier.verify` is part of keyguard's security:
 parse and checksum (no I/O) -> environment of the token (no I/O) -> one
 store lookup -> the secret (an unknown key_id costs the same hashing as a
 wrong secret) -> environment of the record. The state (revoked, expired) is
-reported only once the secret verified, by :func:`admit_flow`.
+reported only once the secret verified, by :func:`admit`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from hashlib import blake2s
-from typing import Any, Final
+from typing import Final
 
 from ._denials import Denial, DenialReason
 from ._drive import Flow, Step
@@ -34,7 +34,7 @@ from ._hashing import SecretHasher, VerifiedSecretCache
 from ._keys import KeyFormat, ParsedKey, parse_key
 from ._last_used import LastUsedRecorder
 from ._records import KeyChanges, KeyRecord, Principal
-from ._steps import GetKey, TouchKeys, UpdateKey
+from ._steps import GetKey, UpdateKey
 
 __all__ = [
     "DEFAULT_SLOW_HASH_THREADS",
@@ -43,11 +43,10 @@ __all__ = [
     "SlowHashWorkers",
     "TokenMemo",
     "Verified",
-    "admit_flow",
+    "admit",
     "scope_denial",
     "store_unavailable",
     "token_digest",
-    "touch_flow",
 ]
 
 logger: Final = logging.getLogger("keyguard")
@@ -487,15 +486,15 @@ def _state_denial(record: KeyRecord, now: Callable[[], datetime]) -> Denial | No
     return None
 
 
-def admit_flow(
+def admit(
     verified: Verified,
     required_scopes: Collection[str],
     now: Callable[[], datetime],
     last_used: LastUsedRecorder | None,
-) -> Flow[Principal | Denial]:
+) -> Principal | Denial:
     """Admit what a verifier proved, whichever verifier it was: the record's state
-    (revoked, expired), the scopes, and the use, noted for the batched
-    ``last_used_at`` write (whose failure never denies the request)."""
+    (revoked, expired), the scopes, and the use, noted in memory for the
+    background ``last_used_at`` writer (no I/O here, so not a flow)."""
     record = verified.record
     principal = verified.principal
     # Neither revoked nor expiring: active, as status() says, without its call per request.
@@ -508,16 +507,5 @@ def admit_flow(
         if refusal is not None:
             return refusal
     if last_used is not None and record is not None:
-        batch = last_used.note(record.key_id, now)
-        if batch:
-            yield from touch_flow(last_used, batch)
+        last_used.note(record.key_id, now)
     return principal
-
-
-def touch_flow(recorder: LastUsedRecorder, batch: dict[str, Any]) -> Flow[None]:
-    """Write a batch of last-used times; on failure keep it for the next batch, never raise."""
-    try:
-        yield from TouchKeys(batch)
-    except StorageError:
-        recorder.restore(batch)
-        logger.warning("could not record the last use of %d keys; will retry", len(batch))

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from .._errors import StorageError
@@ -44,9 +45,11 @@ class CachedKeyStore:
     that a flood of made-up key_ids cannot push out real keys.
 
     Writes go straight to the wrapped store and evict the key from this cache
-    at once; ``update`` and ``revoke`` are also announced on ``broadcast``,
-    whose announcements this cache polls without blocking at most every
-    ``poll_interval`` seconds, from its own lookups (no thread, no task).
+    at once, except ``touch``, which gives a cached record its new
+    ``last_used_at`` in place (no re-read); ``update`` and ``revoke`` are
+    also announced on ``broadcast``, whose announcements this cache polls
+    without blocking at most every ``poll_interval`` seconds, from its own
+    lookups (no thread, no task).
 
     Security: until its TTL runs out, a record cached in another process that
     missed the broadcast still authenticates a key revoked elsewhere. Keep
@@ -174,6 +177,25 @@ class CachedKeyStore:
             self._records.clear()
             self._unknown.clear()
 
+    def _touched(self, last_used: Mapping[str, datetime]) -> None:
+        """Give the cached records their new ``last_used_at``: a written last use changes
+        nothing else, so it costs no re-read. Each keeps its expiry and place."""
+        records = self._records
+        updates = []
+        for key_id, when in last_used.items():
+            entry = records.get(key_id)
+            if entry is not None:
+                before = entry[0].last_used_at
+                if before is None or before < when:
+                    updates.append(
+                        (key_id, entry, (replace(entry[0], last_used_at=when), entry[1]))
+                    )
+        if updates:
+            with self._lock:
+                for key_id, entry, touched in updates:
+                    if records.get(key_id) is entry:  # else changed meanwhile: leave it
+                        records[key_id] = touched
+
     def _apply(self, announced: Collection[str] | None) -> None:
         if announced is None:
             self.clear()
@@ -267,12 +289,9 @@ class CachedKeyStore:
         return self._sync_store().list_keys(owner)
 
     def touch(self, last_used: Mapping[str, datetime]) -> None:
-        """Straight to the store; the touched keys are re-read on their next lookup."""
-        try:
-            self._sync_store().touch(last_used)
-        finally:
-            for key_id in last_used:
-                self.evict(key_id)
+        """Straight to the store; cached records get the new times in place."""
+        self._sync_store().touch(last_used)
+        self._touched(last_used)
 
     def close(self) -> None:
         """Close the wrapped store and the broadcast."""
@@ -348,11 +367,8 @@ class CachedKeyStore:
 
     async def atouch(self, last_used: Mapping[str, datetime]) -> None:
         """See :meth:`touch`."""
-        try:
-            await self._async_store().atouch(last_used)
-        finally:
-            for key_id in last_used:
-                self.evict(key_id)
+        await self._async_store().atouch(last_used)
+        self._touched(last_used)
 
     async def aclose(self) -> None:
         """See :meth:`close`."""
