@@ -10,6 +10,7 @@ difference with the bare route of a FastAPI app without keyguard.
   what FastAPI charges to resolve any dependency;
 - ``HTTPBearer`` plus a dict lookup of the token: the cheapest hand-written
   check with FastAPI's own security class;
+- keyguard's middleware alone, on a route without scopes;
 - keyguard with the route's scopes declared beside it
   (``openapi_extra=keyguard.requires(...)``), checked after routing by the
   route class: the middleware and the check, no dependency;
@@ -75,6 +76,10 @@ def _apps() -> tuple[dict[str, Any], dict[str, list[tuple[bytes, bytes]]]]:
     guarded = FastAPI()
     keyguard.init_app(guarded)
 
+    @guarded.get("/open")
+    async def open_route() -> Response:
+        return reply
+
     @guarded.get("/routed", openapi_extra=keyguard.requires("billing:read"))
     async def routed() -> Response:
         return reply
@@ -99,6 +104,7 @@ CASES = (
     ("bare", "plain", "/bare", "common"),
     ("trivial", "plain", "/trivial", "common"),
     ("bearer", "plain", "/bearer", "with_key"),
+    ("open", "guarded", "/open", "with_key"),
     ("routed", "guarded", "/routed", "with_key"),
     ("security", "guarded", "/security", "with_key"),
 )
@@ -146,6 +152,7 @@ def rows() -> Iterator[Row]:
     yield Row(GROUP, "bare route", statistics.median(bare))
     yield Row(GROUP, "overhead: one trivial dependency", added["trivial"])
     yield Row(GROUP, "overhead: HTTPBearer + dict lookup (hand-written)", added["bearer"])
+    yield Row(GROUP, "overhead: keyguard, the middleware alone (no scopes)", added["open"])
     yield Row(
         GROUP,
         "overhead: keyguard, route scopes (requires, checked after routing)",

@@ -465,9 +465,9 @@ def scope_denial(key_id: str, granted: frozenset[str], required: Collection[str]
     The one place a missing scope is decided: the admission step and the
     framework integrations' per-route scopes both ask here.
     """
-    missing = frozenset(required) - granted
-    if not missing:
+    if granted.issuperset(required):  # the common case, without making a set
         return None
+    missing = frozenset(required) - granted
     return Denial(
         DenialReason.INSUFFICIENT_SCOPE,
         "the API key lacks the scope " + " ".join(sorted(missing)),
