@@ -104,9 +104,13 @@ class _KeyOperations:
         self.key_format = key_format
         self.hasher = hasher if hasher is not None else HmacSecretHasher()
         self.legacy_hashers = tuple(legacy_hashers)
+        #: A slow hasher (bcrypt, argon2) is configured: its checks run in worker threads that
+        #: an async caller awaits, so it never drives a flow synchronously then.
+        self.slow_hashing = any(h.slow for h in (self.hasher, *self.legacy_hashers))
         if verified_cache is True:
-            slow = any(h.slow for h in (self.hasher, *self.legacy_hashers))
-            verified_cache = VerifiedSecretCache(clock=clock.monotonic) if slow else False
+            verified_cache = (
+                VerifiedSecretCache(clock=clock.monotonic) if self.slow_hashing else False
+            )
         self.verified_cache = (
             verified_cache if isinstance(verified_cache, VerifiedSecretCache) else None
         )
@@ -582,8 +586,9 @@ class AsyncKeyManager(_KeyOperations):
         )
         self.store = store
         self._io = Backends(store)
-        #: An in-memory store: its flows run synchronously, sparing a coroutine per step.
-        self._never_blocks = never_blocks(store)
+        #: An in-memory store (and no slow hash): its flows run synchronously, sparing a
+        #: coroutine per step.
+        self._never_blocks = never_blocks(store) and not self.slow_hashing
         self._last_used_writer: LastUsedTask | None = None
         if self.last_used is not None:
             self._last_used_writer = LastUsedTask(self.last_used, self._write_last_used)

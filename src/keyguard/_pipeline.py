@@ -295,6 +295,8 @@ class _Manager(Protocol):
     @property
     def clock(self) -> Clock: ...
     @property
+    def slow_hashing(self) -> bool: ...
+    @property
     def key_format(self) -> KeyFormat: ...
 
 
@@ -339,8 +341,9 @@ class Pipeline:
         self.limits = None if limiter is None else RateLimits(self.options, manager.clock.monotonic)
         self.responder = Responder(self.options.realm)
         self.backends = Backends(manager.store, limiter)
-        #: True when no backend ever waits for I/O: an async shell may drive synchronously.
-        self.never_blocks = never_blocks(manager.store, limiter)
+        #: True when no backend ever waits for I/O (and no slow hash must be awaited in a
+        #: worker thread): an async shell may drive synchronously.
+        self.never_blocks = never_blocks(manager.store, limiter) and not manager.slow_hashing
         self.now = manager.clock.now
         self.last_used = manager.last_used
         self.key_prefix = manager.key_format.prefix
