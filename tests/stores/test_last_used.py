@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from keyguard import AsyncKeyManager, KeyManager, LastUsedRecorder, StorageError
+from keyguard import _last_used as last_used_module
 from keyguard._drive import drive_sync
 from keyguard._last_used import FLUSH_CHUNK, LOOP_FLUSH_CHUNK, touch_flow
 from keyguard._steps import Backends
@@ -185,6 +186,31 @@ def test_the_thread_starts_with_the_first_use_and_close_stops_it(clock: FakeCloc
     manager.close()
     assert not thread.is_alive()
     assert thread_of(manager) is None
+
+
+def test_an_idle_thread_ends_and_the_next_use_starts_another(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(last_used_module, "IDLE_SECONDS", 0.01)
+    store = TouchLog()
+    store.gate = threading.Event()  # holds the first write, so that the thread is seen alive
+    manager = KeyManager(store, clock=clock, last_used=0)
+    a, b = manager.create("acme"), manager.create("acme")
+    assert manager.authenticate(a.token)
+    assert store.entered.wait(WAIT)
+    first = thread_of(manager)
+    assert first is not None
+    store.gate.set()
+    first.join(WAIT)  # nothing more to write: it ends on its own
+    assert not first.is_alive()
+    assert thread_of(manager) is None
+    assert manager.authenticate(b.token)
+    second = thread_of(manager)
+    assert second is not None
+    assert second is not first
+    store.wait_for(lambda: len(store.batches) == 2)
+    assert store.written() == {a.key_id: clock.now(), b.key_id: clock.now()}
+    manager.close()
 
 
 def test_no_request_waits_for_the_write(clock: FakeClock) -> None:
