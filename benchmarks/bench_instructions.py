@@ -28,7 +28,15 @@ from typing import Any
 from _harness import Row
 
 GROUP = "middleware (instr)"
-CASES = ("bare", "keyguard", "keyguard+limiter", "starlette", "starlette+slowapi")
+CASES = (
+    "bare",
+    "keyguard",
+    "keyguard+limiter",
+    "keyguard+2policies",
+    "keyguard+3policies",
+    "starlette",
+    "starlette+slowapi",
+)
 _COLLECTED = re.compile(rb"Collected : (\d+)")
 
 
@@ -72,6 +80,13 @@ def rows() -> Iterator[Row]:
     for case in CASES[1:]:
         yield Row(GROUP, f"overhead: {case}", counts[case] - bare, unit)
     full = counts["keyguard+limiter"] - bare
+    for policies in (2, 3):
+        yield Row(
+            GROUP,
+            f"ratio: {policies} policies / 1 policy (overhead)",
+            (counts[f"keyguard+{policies}policies"] - bare) / full,
+            unit="x",
+        )
     yield Row(
         GROUP,
         "ratio: (Starlette auth + slowapi) / (keyguard auth + limiter)",

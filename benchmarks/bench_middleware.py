@@ -60,6 +60,24 @@ def _apps() -> tuple[dict[str, Any], list[tuple[bytes, bytes]], list[tuple[bytes
         routes=routes,
         middleware=[Middleware(KeyguardMiddleware, manager, limited, MemoryRateLimiter())],
     )
+    # Two and three policies a request: the default, and one or two of the route's.
+    two_policies = MiddlewareOptions(
+        rate_limit="1000000000/minute", route_limits={"GET /invoices": "100000000/hour"}
+    )
+    three_policies = MiddlewareOptions(
+        rate_limit="1000000000/minute",
+        route_limits={"GET /invoices": ["100000000/hour", "10000000/day"]},
+    )
+    stacks = {
+        name: Starlette(
+            routes=routes,
+            middleware=[Middleware(KeyguardMiddleware, manager, options, MemoryRateLimiter())],
+        )
+        for name, options in (
+            ("keyguard+2policies", two_policies),
+            ("keyguard+3policies", three_policies),
+        )
+    }
 
     tokens = {issued.token: ("bench", ["billing:read"])}
 
@@ -104,6 +122,7 @@ def _apps() -> tuple[dict[str, Any], list[tuple[bytes, bytes]], list[tuple[bytes
         "bare": bare,
         "keyguard": keyguarded,
         "keyguard+limiter": full_stack,
+        **stacks,
         "starlette": starlette_auth,
         "starlette+slowapi": starlette_slowapi,
     }
@@ -156,6 +175,8 @@ def samples() -> dict[str, list[float]]:
         ("bare", common, 200, None),
         ("keyguard", with_key, 200, None),
         ("keyguard+limiter", with_key, 200, b"ratelimit"),
+        ("keyguard+2policies", with_key, 200, b"ratelimit"),
+        ("keyguard+3policies", with_key, 200, b"ratelimit"),
         ("starlette", with_key, 200, None),
         ("starlette+slowapi", with_key, 200, b"x-ratelimit-remaining"),
         ("keyguard-401", common, 401, None),
@@ -190,6 +211,7 @@ def _rows(group: str, samples: dict[str, list[float]]) -> Iterator[Row]:
     yield Row(group, "Starlette AuthenticationMiddleware, dict lookup", results["starlette"])
     yield Row(group, "  + slowapi ASGI middleware (limits, memory)", results["starlette+slowapi"])
     yield Row(group, "keyguard middleware, refusal (401, no key)", results["keyguard-401"])
+    full = added["keyguard+limiter"]
     yield Row(group, "overhead: keyguard auth", added["keyguard"])
     yield Row(
         group,
@@ -197,9 +219,21 @@ def _rows(group: str, samples: dict[str, list[float]]) -> Iterator[Row]:
         added["keyguard+limiter"],
         note="target <= 4",
     )
+    for policies in (2, 3):
+        yield Row(
+            group,
+            f"overhead: keyguard auth + memory limiter, {policies} policies",
+            added[f"keyguard+{policies}policies"],
+        )
+        yield Row(
+            group,
+            f"ratio: {policies} policies / 1 policy (overhead)",
+            added[f"keyguard+{policies}policies"] / full if full > 0 else float("inf"),
+            unit="x",
+            note="target <= 1.3",
+        )
     yield Row(group, "overhead: Starlette auth (dict)", added["starlette"])
     yield Row(group, "overhead: Starlette auth (dict) + slowapi", added["starlette+slowapi"])
-    full = added["keyguard+limiter"]
     yield Row(
         group,
         "ratio: (Starlette auth + slowapi) / (keyguard auth + limiter)",

@@ -48,8 +48,8 @@ class RateLimits:
     __slots__ = (
         "_blocked",
         "_default_only",
-        "_has_routes",
         "_monotonic",
+        "_routes",
         "default",
         "failure",
         "legacy",
@@ -65,23 +65,35 @@ class RateLimits:
         self._blocked: OrderedDict[str, float] = OrderedDict()
         #: The policies of a request with neither a key policy nor route policies.
         self._default_only: tuple[Policy, ...] = () if self.default is None else (self.default,)
-        self._has_routes = bool(options._routes)
+        #: Per route, longest first: (method or None, path, path + "/", its own policies, and
+        #: those with the default): what a request needs is found once, not put together.
+        self._routes = tuple(
+            (
+                method,
+                path,
+                path if path.endswith("/") else path + "/",
+                own,
+                applicable_policies(self.default, None, own),
+            )
+            for method, path, own in options._routes
+        )
 
     def __repr__(self) -> str:
         return f"RateLimits(default={self.default!r}, failure={self.failure!r})"
 
     def policies(self, key_policy: Policy | None, method: str, path: str) -> tuple[Policy, ...]:
-        if not self._has_routes:
-            return self._default_only if key_policy is None else (key_policy,)
-        routes = self.options.route_policies(method, path)
-        try:
-            return applicable_policies(self.default, key_policy, routes)
-        except ValueError:
-            # A key's own policy named like a route's: the key's wins, the clash is dropped.
-            base = key_policy if key_policy is not None else self.default
-            return applicable_policies(
-                self.default, key_policy, [r for r in routes if base is None or r.name != base.name]
-            )
+        """The policies of a request: the key's own or the default, and the route's
+        (``applicable_policies``, with the longest route of ``options.route_limits``)."""
+        for route_method, route_path, prefix, own, with_default in self._routes:
+            if (route_method is None or route_method == method) and (
+                path == route_path or path.startswith(prefix)
+            ):
+                if key_policy is None:
+                    return with_default
+                # A key's own policy named like a route's: the key's wins, the clash is dropped.
+                name = key_policy.name
+                return (key_policy, *[r for r in own if r.name != name])
+        return self._default_only if key_policy is None else (key_policy,)
 
     def blocked_for(self, address: str) -> float:
         """Seconds ``address`` stays blocked; 0 when it is not."""
@@ -112,16 +124,25 @@ def headers_of(decision: RateLimitDecision, legacy: bool) -> list[tuple[str, str
 
 
 def admitted_headers(decision: RateLimitDecision, legacy: bool) -> list[tuple[str, str]]:
-    """The rate-limit headers of an admitted request, names in lowercase: this runs on
-    every limited response, so each policy's constant text was made with the policy."""
+    """The rate-limit headers of an admitted request, names in lowercase, as
+    :func:`~keyguard.ratelimit.rate_limit_headers` makes them: this runs on every limited
+    response, so each policy's constant text was made with the policy."""
     states = decision.states
-    if legacy or len(states) != 1:
+    if legacy or not states:
         return headers_of(decision, legacy)
-    policy, remaining, reset = states[0]
-    return [
-        ("ratelimit-policy", policy._header_item),
-        ("ratelimit", f"{policy._state_prefix}{remaining};t={math.ceil(reset)}"),
-    ]
+    ceil = math.ceil
+    if len(states) == 1:
+        policy, remaining, reset = states[0]
+        return [
+            ("ratelimit-policy", policy._header_item),
+            ("ratelimit", f"{policy._state_prefix}{remaining};t={ceil(reset)}"),
+        ]
+    items = []
+    values = []
+    for policy, remaining, reset in states:
+        items.append(policy._header_item)
+        values.append(f"{policy._state_prefix}{remaining};t={ceil(reset)}")
+    return [("ratelimit-policy", ", ".join(items)), ("ratelimit", ", ".join(values))]
 
 
 def admitted_raw_headers(decision: RateLimitDecision, legacy: bool) -> list[tuple[bytes, bytes]]:

@@ -1,8 +1,11 @@
 """Key lifecycle and verification for apps: :class:`KeyManager` and :class:`AsyncKeyManager`.
 
-Both drive the same generator operations (see ``_flow``): the sync manager
+Both drive the same generator operations (see ``_drive``): the sync manager
 over a :class:`~keyguard.stores.KeyStore`, the async one over an
-:class:`~keyguard.stores.AsyncKeyStore`. Neither holds hidden threads or loops.
+:class:`~keyguard.stores.AsyncKeyStore`. Each starts one background writer
+for ``last_used_at`` on its first successful authentication (a thread, or a
+task on the event loop; see ``_last_used``), which ``close()`` / ``aclose()``
+stops; slow hashes run in worker threads (``SlowHashWorkers``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,13 @@ from ._drive import Flow, drive_async, drive_sync, never_blocks
 from ._errors import DuplicateKeyError, KeyNotFoundError
 from ._hashing import HmacSecretHasher, SecretHasher, VerifiedSecretCache
 from ._keys import DEFAULT_KEY_FORMAT, KeyFormat, generate_key, is_valid_key_id
-from ._last_used import DEFAULT_LAST_USED_INTERVAL, LastUsedRecorder
+from ._last_used import (
+    DEFAULT_LAST_USED_INTERVAL,
+    LastUsedRecorder,
+    LastUsedTask,
+    LastUsedThread,
+    touch_flow,
+)
 from ._records import (
     CLIENT_HASH_MARK,
     UNSET,
@@ -37,7 +46,6 @@ from ._verify import (
     SlowHashWorkers,
     TokenMemo,
     admit,
-    touch_flow,
 )
 from .ratelimit._policy import Policy
 from .stores._base import AsyncKeyStore, KeyStore
@@ -117,8 +125,10 @@ class _KeyOperations:
         )
         self.hasher = hasher if hasher is not None else HmacSecretHasher()
         self.legacy_hashers = tuple(legacy_hashers)
+        #: A slow hasher (bcrypt, argon2) is configured: its checks run in worker threads that
+        #: an async caller awaits, so it never drives a flow synchronously then.
+        slow = any(h.slow for h in (self.hasher, *self.legacy_hashers))
         if verified_cache is True:
-            slow = any(h.slow for h in (self.hasher, *self.legacy_hashers))
             verified_cache = VerifiedSecretCache(clock=clock.monotonic) if slow else False
         self.verified_cache = (
             verified_cache if isinstance(verified_cache, VerifiedSecretCache) else None
@@ -177,12 +187,7 @@ class _KeyOperations:
         verified = yield from self.verifier.verify(token)
         if isinstance(verified, Denial):
             return verified
-        result = admit(verified, required_scopes, self.clock.now)
-        if not isinstance(result, Denial) and self.last_used is not None:
-            batch = self.last_used.note(result.key_id, self.clock.now)
-            if batch:
-                yield from touch_flow(self.last_used, batch)
-        return result
+        return admit(verified, required_scopes, self.clock.now, self.last_used)
 
     def _create(
         self,
@@ -383,7 +388,11 @@ class KeyManager(_KeyOperations):
         clock: Source of time (``keyguard.testing.FakeClock`` in tests).
         last_used: How ``last_used_at`` is kept: seconds between batched
             writes (default 60; each key written at most once per interval),
-            a shared :class:`LastUsedRecorder`, or ``None`` to not keep it.
+            a :class:`LastUsedRecorder` of this manager's own, or ``None`` to
+            not keep it. The writes are made by a daemon thread
+            (``keyguard-last-used``), started by the first successful
+            authentication and stopped by :meth:`close`: no request waits
+            for one.
         token_memo: Remember (by a BLAKE2s digest, never the token itself) which token
             verified against which record object, so that a repeat of the same
             token costs no parse and no hash while the store returns the same
@@ -431,6 +440,14 @@ class KeyManager(_KeyOperations):
         )
         self.store = store
         self._io = Backends(store)
+        self._last_used_writer: LastUsedThread | None = None
+        if self.last_used is not None:
+            self._last_used_writer = LastUsedThread(self.last_used, self._write_last_used)
+            self.last_used.attach(self._last_used_writer.wake)
+
+    def _write_last_used(self, batch: dict[str, datetime]) -> None:
+        if self.last_used is not None:
+            drive_sync(touch_flow(self.last_used, batch), self._io)
 
     def __repr__(self) -> str:
         return f"KeyManager(store={self.store!r}, key_format={self.key_format!r})"
@@ -584,11 +601,17 @@ class KeyManager(_KeyOperations):
         )
 
     def flush_last_used(self) -> None:
-        """Write the pending last-used times now (``close`` does it too)."""
+        """Write the pending last-used times now, on this thread (``close`` does it too)."""
         drive_sync(self._flush_last_used(), self._io)
 
     def close(self) -> None:
-        """Write the pending last-used times, then close the store."""
+        """Stop the last-used writer, write what is still pending, then close the store.
+
+        Call it on shutdown (an atexit handler in a WSGI app): the times noted
+        since the last batch are lost otherwise.
+        """
+        if self._last_used_writer is not None:
+            self._last_used_writer.close()
         self.flush_last_used()
         self.slow_hashes.close()
         self.store.close()
@@ -597,7 +620,12 @@ class KeyManager(_KeyOperations):
 class AsyncKeyManager(_KeyOperations):
     """:class:`KeyManager` for async apps, over an :class:`~keyguard.stores.AsyncKeyStore`.
 
-    Takes the same options and runs the very same operations.
+    Takes the same options and runs the very same operations. Its last-used
+    times are written by a task (``keyguard-last-used``) on the event loop of
+    the first successful authentication, in chunks between which the loop
+    serves requests; :meth:`aclose` stops it. Used from several event loops
+    one after the other, the task follows: when its loop ends, the next use
+    starts it on the current one (see docs/stores.md).
     """
 
     def __init__(
@@ -634,6 +662,14 @@ class AsyncKeyManager(_KeyOperations):
         #: An in-memory store and no slow hash: flows run synchronously, sparing a coroutine
         #: per step.
         self._never_blocks = never_blocks(store) and not self.verifier.may_block
+        self._last_used_writer: LastUsedTask | None = None
+        if self.last_used is not None:
+            self._last_used_writer = LastUsedTask(self.last_used, self._write_last_used)
+            self.last_used.attach(self._last_used_writer.wake)
+
+    async def _write_last_used(self, batch: dict[str, datetime]) -> None:
+        if self.last_used is not None:
+            await self._run(touch_flow(self.last_used, batch))
 
     async def _run(self, flow: Flow[T]) -> T:
         if self._never_blocks:
@@ -761,7 +797,13 @@ class AsyncKeyManager(_KeyOperations):
         await self._run(self._flush_last_used())
 
     async def aclose(self) -> None:
-        """Write the pending last-used times, then close the store."""
+        """Stop the last-used task, write what is still pending, then close the store.
+
+        Call it on shutdown (an ASGI app's lifespan): the times noted since
+        the last batch are lost otherwise.
+        """
+        if self._last_used_writer is not None:
+            await self._last_used_writer.aclose()
         await self.flush_last_used()
         self.slow_hashes.close()
         await self.store.aclose()

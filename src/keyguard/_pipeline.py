@@ -44,7 +44,7 @@ from ._logsafe import redact_key_shapes
 from ._options import MiddlewareOptions, options_for
 from ._records import Principal
 from ._steps import Backends, HitLimit, ReadForm
-from ._verify import Verified, admit, touch_flow
+from ._verify import Verified, admit
 from .ratelimit import RateLimitDecision
 
 __all__ = [
@@ -431,12 +431,7 @@ def request_flow(pipeline: Pipeline, view: RequestView) -> Flow[Verdict]:
         if isinstance(verified, Denial):
             result: Principal | Denial = verified
         else:
-            result = admit(verified, options.required_scopes, pipeline.now)
-            last_used = pipeline.last_used
-            if last_used is not None and verified.record is not None and result:
-                batch = last_used.note(verified.record.key_id, pipeline.now)
-                if batch:
-                    yield from touch_flow(last_used, batch)
+            result = admit(verified, options.required_scopes, pipeline.now, pipeline.last_used)
         if isinstance(result, Denial):
             if limits is not None:
                 result = yield from failure_flow(limits, address, result)

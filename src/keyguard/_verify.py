@@ -6,7 +6,7 @@ the pipeline picks one by the credential's shape. :class:`KeyVerifier` checks
 keyguard API keys, and :class:`MemoizedKeyVerifier` wraps it with a
 :class:`TokenMemo`, so a token seen again against the very same record costs
 no parse and no hash. Whatever verified it, :func:`admit` then decides
-the same way: the record's state, then the scopes.
+the same way: the record's state, the scopes, the use to record.
 
 The order of :meth:`KeyVerifier.verify` is part of keyguard's security:
 parse and checksum (no I/O) -> environment of the token (no I/O) -> one
@@ -25,7 +25,7 @@ from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from hashlib import blake2s
-from typing import Any, Final
+from typing import Final
 
 from ._denials import Denial, DenialReason
 from ._drive import Flow, Step
@@ -35,7 +35,7 @@ from ._keys import KeyFormat, ParsedKey, parse_key
 from ._last_used import LastUsedRecorder
 from ._logsafe import failures
 from ._records import CLIENT_HASH_MARK, KeyChanges, KeyRecord, Principal
-from ._steps import GetKey, TouchKeys, UpdateKey
+from ._steps import GetKey, UpdateKey
 
 __all__ = [
     "DEFAULT_SLOW_HASH_THREADS",
@@ -48,7 +48,6 @@ __all__ = [
     "scope_denial",
     "store_unavailable",
     "token_digest",
-    "touch_flow",
 ]
 
 logger: Final = logging.getLogger("keyguard")
@@ -526,9 +525,9 @@ def scope_denial(key_id: str, granted: frozenset[str], required: Collection[str]
     The one place a missing scope is decided: the admission step and the
     framework integrations' per-route scopes both ask here.
     """
-    missing = frozenset(required) - granted
-    if not missing:
+    if granted.issuperset(required):  # the common case, without making a set
         return None
+    missing = frozenset(required) - granted
     return Denial(
         DenialReason.INSUFFICIENT_SCOPE,
         "the API key lacks the scope " + " ".join(sorted(missing)),
@@ -548,10 +547,14 @@ def _state_denial(record: KeyRecord, now: Callable[[], datetime]) -> Denial | No
 
 
 def admit(
-    verified: Verified, required_scopes: Collection[str], now: Callable[[], datetime]
+    verified: Verified,
+    required_scopes: Collection[str],
+    now: Callable[[], datetime],
+    last_used: LastUsedRecorder | None,
 ) -> Principal | Denial:
     """Admit what a verifier proved, whichever verifier it was: the record's state
-    (revoked, expired), then the scopes. No I/O."""
+    (revoked, expired), the scopes, and the use, noted in memory for the
+    background ``last_used_at`` writer (no I/O here, so not a flow)."""
     record = verified.record
     # Neither revoked nor expiring: active, as status() says, without its call per request.
     if record is not None and (record.revoked_at is not None or record.expires_at is not None):
@@ -563,13 +566,6 @@ def admit(
         refusal = scope_denial(principal.key_id, principal.scopes, required_scopes)
         if refusal is not None:
             return refusal
+    if last_used is not None and record is not None:
+        last_used.note(record.key_id, now)
     return principal
-
-
-def touch_flow(recorder: LastUsedRecorder, batch: dict[str, Any]) -> Flow[None]:
-    """Write a batch of last-used times; on failure keep it for the next batch, never raise."""
-    try:
-        yield from TouchKeys(batch)
-    except StorageError:
-        recorder.restore(batch)
-        logger.warning("could not record the last use of %d keys; will retry", len(batch))

@@ -149,7 +149,7 @@ def test_the_last_uses_still_pending_are_written_at_exit(
     from keyguard.stores.sql import SQLKeyStore
 
     tokens = [make_key("billing:read"), make_key("billing:read")]
-    # The first use is written at once (a batch is due); the second waits for the next
+    # The writer thread writes the first use at once; the second waits for its next
     # batch, which only the example's exit handler writes in a process that ends now.
     script = (
         "import sys\n"

@@ -1,8 +1,8 @@
 """With ``KEYGUARD_REDIS_URL`` set, a running example app hears a revoke made with the CLI.
 
 The app's lookup cache trusts a record for 5 s; only the Redis broadcast can make
-the revoke take effect sooner. Each test warms the cache with two requests (the
-first use writes ``last_used_at``, which evicts the key), revokes with
+the revoke take effect sooner. Each test warms the cache with two requests,
+revokes with
 ``keyguard keys revoke`` (which publishes because the variable is set), and
 requires the very same app instance to refuse the key well inside the TTL.
 """
@@ -81,7 +81,7 @@ def test_flask_example_hears_a_revoke_made_with_the_cli(
         headers=[(b"authorization", f"Bearer {token}".encode())], client=_client_address()
     )
     try:
-        # The first use writes last_used_at at once (evicting the key); the second caches it.
+        # The key is cached from its first use (writing its last use keeps it cached).
         for _ in range(2):
             assert wsgi_call(middleware, request).status == 200
         _revoke_with_the_cli(key_id)
@@ -108,7 +108,7 @@ async def test_fastapi_example_hears_a_revoke_made_with_the_cli(
     transport = httpx.ASGITransport(app=module.app, client=(_client_address(), 50123))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="https://api.test") as client:
-            for _ in range(2):  # as above: the second request leaves the record cached
+            for _ in range(2):  # as above: the record is cached
                 assert (await client.get("/invoices", headers=headers)).status_code == 200
             _revoke_with_the_cli(key_id)
             started = time.monotonic()

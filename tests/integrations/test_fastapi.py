@@ -6,13 +6,14 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Security, WebSocket
+from fastapi import APIRouter, FastAPI, Request, Security, WebSocket
 
 from keyguard import AsyncKeyManager, IssuedKey, MiddlewareOptions, Principal
-from keyguard.integrations.fastapi import Keyguard
+from keyguard.integrations.fastapi import Keyguard, KeyguardRoute
 from keyguard.stores import MemoryKeyStore
 from keyguard.testing import FakeClock
-from tests._http_drivers import Request, asgi_call
+from tests._http_drivers import Request as RawRequest
+from tests._http_drivers import asgi_call
 
 
 def build(manager: AsyncKeyManager, **options: Any) -> tuple[FastAPI, Keyguard]:
@@ -199,7 +200,7 @@ async def test_dependency_without_the_middleware_fails_loudly(reader: IssuedKey)
         return principal.owner  # pragma: no cover
 
     with pytest.raises(RuntimeError, match="init_app"):
-        await asgi_call(app, Request(path="/me"))
+        await asgi_call(app, RawRequest(path="/me"))
 
 
 def test_init_app_needs_an_async_manager() -> None:
@@ -207,3 +208,162 @@ def test_init_app_needs_an_async_manager() -> None:
         Keyguard().init_app(FastAPI())
     with pytest.raises(TypeError, match="either"):
         Keyguard(options=MiddlewareOptions(), realm="x")
+
+
+# -- scopes declared beside the route, checked after routing ------------------------------
+
+
+def routed(manager: AsyncKeyManager, **options: Any) -> tuple[FastAPI, Keyguard]:
+    keyguard = Keyguard(manager, public_paths=["/health"], **options)
+    app = FastAPI()
+    keyguard.init_app(app)
+
+    @app.get("/invoices", openapi_extra=keyguard.requires("billing:read"))
+    async def list_invoices(request: Request) -> dict[str, Any]:
+        principal = request.scope["keyguard.principal"]
+        return {"owner": principal.owner, "user": request.user.owner}
+
+    @app.post("/invoices", openapi_extra=keyguard.requires("billing:read", "billing:write"))
+    async def create_invoice() -> dict[str, str]:
+        return {"created": "yes"}
+
+    @app.get("/me", openapi_extra=keyguard.requires())
+    async def me(request: Request) -> dict[str, str]:
+        return {"owner": request.scope["keyguard.principal"].owner}
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    router = APIRouter(route_class=keyguard.route_class)
+
+    @router.get("/daily", openapi_extra=keyguard.requires("reports:read"))
+    async def daily() -> dict[str, str]:
+        return {"report": "daily"}  # pragma: no cover (the test's keys lack the scope)
+
+    app.include_router(router, prefix="/reports")
+    return app, keyguard
+
+
+@pytest.mark.anyio
+async def test_route_scopes_are_checked_after_routing(
+    manager: AsyncKeyManager, reader: IssuedKey
+) -> None:
+    app, _ = routed(manager)
+    auth = {"authorization": f"Bearer {reader.token}"}
+    async with await client_for(app) as client:
+        ok = await client.get("/invoices", headers=auth)
+        assert ok.status_code == 200
+        assert ok.json() == {"owner": "acme", "user": "acme"}
+        assert (await client.get("/me", headers=auth)).json() == {"owner": "acme"}
+        refused = await client.post("/invoices", headers=auth)
+        assert refused.status_code == 403
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.headers["cache-control"] == "no-store"
+        assert refused.headers["www-authenticate"] == (
+            'Bearer realm="api", error="insufficient_scope", scope="billing:write"'
+        )
+        assert refused.json()["detail"] == "the API key lacks the scope billing:write"
+        included = await client.get("/reports/daily", headers=auth)
+        assert included.status_code == 403  # a route of an included router is checked too
+        assert (await client.head("/me", headers={"authorization": "Bearer x"})).content == b""
+        writer = await manager.create("acme", scopes=["billing:read", "billing:write"])
+        created = await client.post(
+            "/invoices", headers={"authorization": f"Bearer {writer.token}"}
+        )
+        assert created.json() == {"created": "yes"}
+
+
+@pytest.mark.anyio
+async def test_an_anonymous_request_to_a_route_with_scopes_gets_401(
+    manager: AsyncKeyManager,
+) -> None:
+    app, _ = routed(manager, optional=True, realm="billing")
+    async with await client_for(app) as client:
+        reply = await client.get("/me")
+        assert reply.status_code == 401
+        assert reply.headers["www-authenticate"] == 'Bearer realm="billing"'
+        assert reply.json()["status"] == 401
+        assert (await client.get("/health")).json() == {"status": "ok"}
+
+
+@pytest.mark.anyio
+async def test_route_scopes_are_in_the_openapi_document(manager: AsyncKeyManager) -> None:
+    app, _ = routed(manager)
+    async with await client_for(app) as client:
+        document = (await client.get("/openapi.json")).json()
+    assert document["components"]["securitySchemes"] == {
+        "APIKey": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "API key",
+            "description": "An API key, sent as Authorization: Bearer <key>.",
+        }
+    }
+    paths = document["paths"]
+    assert paths["/invoices"]["get"]["security"] == [{"APIKey": ["billing:read"]}]
+    assert paths["/invoices"]["post"]["security"] == [{"APIKey": ["billing:read", "billing:write"]}]
+    assert paths["/me"]["get"]["security"] == [{"APIKey": []}]
+    assert paths["/reports/daily"]["get"]["security"] == [{"APIKey": ["reports:read"]}]
+    assert "security" not in paths["/health"]["get"]
+
+
+@pytest.mark.parametrize(
+    "declare",
+    [
+        pytest.param("before-init-app", id="before-init-app"),
+        pytest.param("plain-router", id="plain-router"),
+    ],
+)
+@pytest.mark.anyio
+async def test_route_scopes_nothing_checks_refuse_to_serve(
+    manager: AsyncKeyManager, reader: IssuedKey, declare: str
+) -> None:
+    keyguard = Keyguard(manager)
+    app = FastAPI()
+    if declare == "before-init-app":
+
+        @app.get("/invoices", openapi_extra=keyguard.requires("billing:read"))
+        async def early() -> str:
+            return "unchecked"  # pragma: no cover
+
+        keyguard.init_app(app)
+    else:
+        keyguard.init_app(app)
+        router = APIRouter()
+
+        @router.get("/invoices", openapi_extra=keyguard.requires("billing:read"))
+        async def plain() -> str:
+            return "unchecked"  # pragma: no cover
+
+        app.include_router(router)
+    with pytest.raises(RuntimeError, match="declares keyguard scopes"):
+        await asgi_call(app, RawRequest(path="/invoices", headers=[auth_header(reader)]))
+
+
+def auth_header(issued: IssuedKey) -> tuple[bytes, bytes]:
+    return (b"authorization", f"Bearer {issued.token}".encode())
+
+
+@pytest.mark.parametrize(
+    ("scopes", "error"),
+    [
+        pytest.param((["billing:read"],), TypeError, id="a-list"),
+        pytest.param(("",), ValueError, id="empty"),
+        pytest.param(("billing read",), ValueError, id="a-space"),
+    ],
+)
+def test_requires_refuses_bad_scopes(scopes: tuple[Any, ...], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        Keyguard().requires(*scopes)
+
+
+def test_route_classes_need_one_requirement_of_their_keyguard() -> None:
+    keyguard = Keyguard()
+    router = APIRouter(route_class=keyguard.route_class)
+    with pytest.raises(ValueError, match="alternatives"):
+        router.get("/x", openapi_extra={"security": [{"APIKey": ["a"]}, {"APIKey": ["b"]}]})(
+            lambda: None
+        )
+    with pytest.raises(TypeError, match=r"keyguard\.route_class"):
+        APIRouter(route_class=KeyguardRoute).get("/x")(lambda: None)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyguard.ratelimit import MemoryRateLimiter, Policy, RateLimitDecision, gcra
+from keyguard.ratelimit import MemoryRateLimiter, Policy, PolicyState, RateLimitDecision, gcra
 from keyguard.testing import FakeClock
 
 PROPERTIES = settings(max_examples=150, deadline=None)
@@ -203,3 +203,61 @@ def test_counts_stay_exact_at_large_times() -> None:
         assert remaining == 6 - step
     assert step == 7
     assert tat == (now + 3000, 0)
+
+
+def reference_hits(
+    schedule: Sequence[tuple[int, int]], policy_list: Sequence[Policy]
+) -> Iterator[RateLimitDecision]:
+    """What a limiter must answer, straight from gcra.check: the reference model."""
+    now_ms = 5_000_000
+    tats: dict[str, tuple[int, int] | None] = {p.name: None for p in policy_list}
+    for gap_ms, cost in schedule:
+        now_ms += gap_ms
+        params = [gcra.params(p) for p in policy_list]
+        outcome = gcra.check(now_ms, cost, params, [tats[p.name] for p in policy_list])
+        if outcome.allowed and cost:
+            for policy, result in zip(policy_list, outcome.results, strict=True):
+                tats[policy.name] = result[4]
+        yield RateLimitDecision(
+            outcome.allowed,
+            tuple(
+                PolicyState(policy, result[2], result[3] / 1000)
+                for policy, result in zip(policy_list, outcome.results, strict=True)
+            ),
+            outcome.retry_ms / 1000,
+        )
+
+
+@PROPERTIES
+@given(data=st.data())
+def test_several_policies_answer_as_the_reference(data: st.DataObject) -> None:
+    """The memory limiter's path for several policies decides exactly as gcra.check."""
+    checked = [data.draw(policies(name)) for name in ("first", "second", "third")]
+    checked = checked[: data.draw(st.integers(2, 3))]
+    burst = min(p.effective_burst for p in checked)
+    schedule = data.draw(schedules(burst, *checked))
+    got = [d for _, _, d in run(schedule, checked)]
+    assert got == list(reference_hits(schedule, checked))
+    assert all(type(d) is RateLimitDecision and d.degraded is None for d in got)
+    assert all(type(s) is PolicyState for d in got for s in d.states)
+
+
+@PROPERTIES
+@given(data=st.data())
+def test_combine_is_the_all_or_nothing_of_check_one(data: st.DataObject) -> None:
+    checked = [gcra.params(data.draw(policies(n))) for n in ("a", "b", "c")]
+    now = data.draw(st.integers(0, 10**9))
+    tats = [
+        data.draw(st.none() | st.tuples(st.integers(0, 10**9 + 10**6), st.integers(0, 100)))
+        for _ in checked
+    ]
+    cost = data.draw(st.integers(0, min(p.capacity // p.window_ms for p in checked)))
+    ones = [gcra.check_one(now, cost, p, t) for p, t in zip(checked, tats, strict=True)]
+    outcome = gcra.combine(cost, checked, list(ones))
+    assert outcome == gcra.check(now, cost, checked, tats)
+    assert outcome.allowed == all(one[0] for one in ones)
+    if outcome.allowed:
+        assert outcome.results == ones
+    else:
+        assert outcome.retry_ms == max(one[1] for one in ones)
+        assert all(result[4] is None for result in outcome.results)  # nothing consumed

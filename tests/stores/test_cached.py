@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -166,7 +166,6 @@ def test_add_through_the_cache_forgets_a_negative_entry(cache: CachedKeyStore) -
     [
         pytest.param(lambda c, k: c.revoke(k, T0), id="revoke"),
         pytest.param(lambda c, k: c.update(k, KeyChanges(scopes=frozenset({"x"}))), id="update"),
-        pytest.param(lambda c, k: c.touch({k: T0}), id="touch"),
     ],
 )
 def test_writes_evict_in_process_at_once(
@@ -178,6 +177,65 @@ def test_writes_evict_in_process_at_once(
     write(cache, record.key_id)
     assert cache.get(record.key_id) == backing.get(record.key_id)
     assert cache.get(record.key_id) != record
+
+
+@pytest.mark.parametrize(
+    ("before", "written", "after"),
+    [
+        pytest.param(None, T0, T0, id="first-use"),
+        pytest.param(T0, T0 + timedelta(seconds=60), T0 + timedelta(seconds=60), id="later-use"),
+        pytest.param(T0 + timedelta(seconds=60), T0, T0 + timedelta(seconds=60), id="never-back"),
+    ],
+)
+def test_touch_updates_the_cached_record_in_place(
+    cache: CachedKeyStore,
+    backing: CountingStore,
+    before: datetime | None,
+    written: datetime,
+    after: datetime,
+) -> None:
+    """A written last use changes nothing else: the cached record is not read again."""
+    record = sample_record(last_used_at=before)
+    backing.add(record)
+    other = sample_record()
+    backing.add(other)
+    cache.get(record.key_id)
+    cache.get(other.key_id)
+    cache.touch({record.key_id: written, "AAAAAAAAAAAA": written})
+    assert cache.get(record.key_id) == replace(record, last_used_at=after)
+    assert cache.get(other.key_id) is other
+    assert backing.gets == 2  # the two first lookups only: nothing was evicted
+    assert backing.get(record.key_id) == replace(record, last_used_at=after)
+
+
+def test_a_failed_touch_leaves_the_cache_as_it_was(
+    backing: CountingStore, clock: FakeClock
+) -> None:
+    class FailingTouch(CountingStore):
+        def touch(self, last_used: Any) -> None:
+            raise StorageError("touch failed (test)")
+
+    failing = FailingTouch()
+    cache = CachedKeyStore(failing, clock=clock.monotonic)
+    record = sample_record()
+    failing.add(record)
+    cache.get(record.key_id)
+    with pytest.raises(StorageError):
+        cache.touch({record.key_id: T0})
+    assert cache.get(record.key_id) is failing.get(record.key_id)
+    assert failing.gets == 2
+
+
+@pytest.mark.anyio
+async def test_atouch_updates_the_cached_record_in_place(
+    cache: CachedKeyStore, backing: CountingStore
+) -> None:
+    record = sample_record()
+    backing.add(record)
+    await cache.aget(record.key_id)
+    await cache.atouch({record.key_id: T0})
+    assert await cache.aget(record.key_id) == replace(record, last_used_at=T0)
+    assert backing.gets == 1
 
 
 def test_revoke_through_a_manager_takes_effect_at_once(clock: FakeClock) -> None:

@@ -1,4 +1,5 @@
-"""FastAPI integration: :class:`Keyguard`, a security dependency that returns the Principal.
+"""FastAPI integration: :class:`Keyguard`, route scopes checked after routing, and a security
+dependency that returns the Principal.
 
 Install with ``pip install 'keyguard-auth[fastapi]'``::
 
@@ -6,17 +7,32 @@ Install with ``pip install 'keyguard-auth[fastapi]'``::
     app = FastAPI()
     keyguard.init_app(app)
 
-    @app.get("/invoices")
-    async def invoices(principal: Principal = Security(keyguard, scopes=["billing:read"])): ...
+    @app.get("/invoices", openapi_extra=keyguard.requires("billing:read"))
+    async def invoices(request: Request): ...
+
+    @app.post("/invoices")
+    async def create(principal: Principal = Security(keyguard, scopes=["billing:write"])): ...
 
 ``init_app`` adds :class:`~keyguard.asgi.KeyguardMiddleware` (which
 authenticates every request, including the docs' own: ``/docs``, ``/redoc``
-and ``/openapi.json`` are made public unless ``public_docs=False``) and a
-handler that renders refusals as ``application/problem+json``. The dependency
-then enforces the route's scopes (403 ``insufficient_scope``) and returns the
-:class:`~keyguard.Principal`. Because it is a FastAPI security scheme
-(HTTP bearer), the generated OpenAPI document lists it and Swagger UI's
-*Authorize* button sends ``Authorization: Bearer <key>``.
+and ``/openapi.json`` are made public unless ``public_docs=False``), a
+handler that renders refusals as ``application/problem+json``, and makes
+:attr:`Keyguard.route_class` the app's route class.
+
+A route's scopes are declared beside it in two ways:
+
+- ``openapi_extra=keyguard.requires(...)``: the route's OpenAPI security
+  requirement, which the route (a :class:`KeyguardRoute`) checks after
+  routing, before its endpoint runs. FastAPI resolves nothing for it, so it
+  costs about a microsecond; the endpoint finds the principal in
+  ``request.scope["keyguard.principal"]`` (or ``request.user``).
+- ``Security(keyguard, scopes=[...])``: a FastAPI dependency that enforces
+  the scopes and returns the :class:`~keyguard.Principal` as a parameter;
+  it costs what any dependency costs FastAPI to resolve.
+
+Both refuse with 401 (no key) or 403 ``insufficient_scope``, and both put
+the security requirement in the OpenAPI document, whose HTTP-bearer scheme
+makes Swagger UI's *Authorize* button send ``Authorization: Bearer <key>``.
 
 Given ``authorization_server=`` (an :class:`keyguard.oauth.AuthorizationServer`
 over an ``AsyncKeyManager``), ``init_app`` also serves its token endpoint
@@ -28,13 +44,16 @@ the middleware: token requests need no key and no public path. Unless
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 try:
     from fastapi import FastAPI, HTTPException, WebSocketException
+    from fastapi.encoders import jsonable_encoder
     from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
     from fastapi.responses import Response as FastAPIResponse
+    from fastapi.routing import APIRoute
     from fastapi.security import SecurityScopes
     from fastapi.security.base import SecurityBase
     from starlette.requests import HTTPConnection, Request
@@ -43,12 +62,13 @@ except ImportError as exc:  # pragma: no cover (the extra is installed in tests)
         "keyguard.integrations.fastapi needs FastAPI: pip install 'keyguard-auth[fastapi]'"
     ) from exc
 
+from .._denials import Denial
 from .._http import Responder, Response
 from .._manager import AsyncKeyManager
 from .._options import MiddlewareOptions
 from .._pipeline import MISSING_KEY, ShapedVerifier
 from .._records import Principal
-from .._types import ASGIApp
+from .._types import ASGIApp, Receive, Scope, Send
 from .._verify import scope_denial
 from ..asgi import PRINCIPAL_SCOPE_KEY, KeyguardMiddleware
 from ..ratelimit import AsyncRateLimiter
@@ -57,9 +77,13 @@ if TYPE_CHECKING:
     from ..oauth import AuthorizationServer
     from ..oauth.asgi import AuthorizationServerApp
 
-__all__ = ["Keyguard", "KeyguardHTTPException", "problem_response"]
+__all__ = ["Keyguard", "KeyguardHTTPException", "KeyguardRoute", "problem_response"]
 
 _ABSENT = object()
+_NO_MIDDLEWARE = (
+    "no keyguard middleware ran for this request: call Keyguard.init_app(app) "
+    "or add keyguard.asgi.KeyguardMiddleware"
+)
 
 
 class KeyguardHTTPException(HTTPException):
@@ -105,6 +129,92 @@ def _serve_authorization(app: ASGIApp, server: AuthorizationServer) -> Authoriza
     from ..oauth.asgi import AuthorizationServerApp  # noqa: PLC0415 (the oauth extra)
 
     return AuthorizationServerApp(server, app=app)
+
+
+def _denial_of(principal: object, required: frozenset[str] | list[str]) -> Denial | None:
+    """Why the request with ``principal`` (the middleware's verdict) may not use a route
+    that needs ``required``; None when it may."""
+    if principal is _ABSENT:
+        raise RuntimeError(_NO_MIDDLEWARE)
+    if principal is None:
+        return MISSING_KEY
+    granted = cast(Principal, principal)
+    return scope_denial(granted.key_id, granted.scopes, required) if required else None
+
+
+class KeyguardRoute(APIRoute):
+    """A route that checks its keyguard scopes after routing, before its endpoint runs.
+
+    The scopes are the route's OpenAPI security requirement for keyguard's
+    scheme, as :meth:`Keyguard.requires` writes it into ``openapi_extra``.
+    FastAPI resolves nothing for them: the check reads the principal the
+    middleware put in the scope. A route without them behaves as any
+    ``APIRoute``. Use the class of a :class:`Keyguard` (its
+    :attr:`~Keyguard.route_class`, which knows the scheme and the responses):
+    ``init_app`` makes it the app's route class, and an ``APIRouter`` takes
+    it as ``APIRouter(route_class=keyguard.route_class)``.
+    """
+
+    #: The Keyguard whose scheme and responses this route class uses.
+    keyguard: ClassVar[Keyguard]
+    #: The scopes the route needs (possibly none), or None when keyguard checks nothing here.
+    keyguard_scopes: frozenset[str] | None
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if getattr(type(self), "keyguard", None) is None:
+            raise TypeError("use the route class of a Keyguard: keyguard.route_class")
+        super().__init__(path, endpoint, **kwargs)
+        self.keyguard_scopes = self.keyguard.scopes_of(self.openapi_extra)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        required = self.keyguard_scopes
+        if required is not None:
+            denial = _denial_of(scope.get(PRINCIPAL_SCOPE_KEY, _ABSENT), required)
+            if denial is not None:
+                response = self.keyguard.responder.render(denial)
+                message = {"type": "http.response.start", "status": response.status}
+                await send({**message, "headers": response.raw_headers()})
+                body = b"" if scope.get("method") == "HEAD" else response.body
+                await send({"type": "http.response.body", "body": body})
+                return
+        await super().handle(scope, receive, send)
+
+
+def _routes(routes: list[Any]) -> Iterator[Any]:
+    """Every route of an app, those of included routers and mounts too."""
+    for route in routes:
+        yield route
+        inner = getattr(route, "original_router", None) or route  # FastAPI >= 0.13x
+        yield from _routes(list(getattr(inner, "routes", ())))
+
+
+class _FastAPIMiddleware(KeyguardMiddleware):
+    """The middleware of :meth:`Keyguard.init_app`; built by Starlette at the first request,
+    when every route is declared, it refuses to serve when a route declares keyguard scopes
+    that nothing would check."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        manager: AsyncKeyManager,
+        options: MiddlewareOptions | None = None,
+        limiter: AsyncRateLimiter | None = None,
+        *,
+        jwt_verifier: ShapedVerifier | None = None,
+        keyguard: Keyguard,
+        fastapi_app: FastAPI,
+    ) -> None:
+        super().__init__(app, manager, options, limiter, jwt_verifier=jwt_verifier)
+        for route in _routes(list(fastapi_app.routes)):
+            if isinstance(route, KeyguardRoute) and route.keyguard is keyguard:
+                continue
+            extra = getattr(route, "openapi_extra", None)
+            if keyguard.scopes_of(extra) is not None:
+                raise RuntimeError(
+                    f"route {getattr(route, 'path', route)!r} declares keyguard scopes in "
+                    f"openapi_extra, but nothing checks them: declare it after "
+                    f"Keyguard.init_app(app), or in APIRouter(route_class=keyguard.route_class)"
+                )
 
 
 class Keyguard(SecurityBase):
@@ -164,6 +274,51 @@ class Keyguard(SecurityBase):
         self.responder = Responder(options.realm)
         self.model = HTTPBearerModel(bearerFormat="API key", description=description)
         self.scheme_name = scheme_name
+        #: The route class that checks :meth:`requires` scopes after routing.
+        self.route_class: type[KeyguardRoute] = type(
+            "KeyguardRoute", (KeyguardRoute,), {"keyguard": self, "__module__": __name__}
+        )
+
+    def requires(self, *scopes: str) -> dict[str, Any]:
+        """The ``openapi_extra`` of a route that needs a key with ``scopes`` (none: any key).
+
+        ``@app.get("/invoices", openapi_extra=keyguard.requires("billing:read"))``: the
+        route's OpenAPI security requirement, checked by the route after routing
+        (see :class:`KeyguardRoute`). Merge it with other ``openapi_extra`` as a dict.
+
+        Raises:
+            TypeError: A scope is not a string (``requires(["a"])`` for ``requires("a")``).
+            ValueError: A scope is empty or has a space.
+        """
+        for scope in scopes:
+            if not isinstance(scope, str):
+                raise TypeError(f"requires takes scopes as arguments: got {scope!r}")
+            if not scope or any(c.isspace() for c in scope):
+                raise ValueError(f"a scope must be a non-empty string without spaces: {scope!r}")
+        return {"security": [{self.scheme_name: sorted(set(scopes))}]}
+
+    def scopes_of(self, openapi_extra: Mapping[str, Any] | None) -> frozenset[str] | None:
+        """The scopes ``openapi_extra`` requires of this scheme, or None when it names none.
+
+        Raises:
+            ValueError: The scheme is in several alternatives of the requirement (OpenAPI's
+                "either ... or"), which keyguard does not check; use one requirement.
+        """
+        if not openapi_extra:
+            return None
+        found = [
+            requirement[self.scheme_name]
+            for requirement in openapi_extra.get("security", ())
+            if isinstance(requirement, Mapping) and self.scheme_name in requirement
+        ]
+        if not found:
+            return None
+        if len(found) > 1:
+            raise ValueError(
+                f"openapi_extra names the security scheme {self.scheme_name!r} in "
+                f"{len(found)} alternatives; give keyguard one requirement (Keyguard.requires)"
+            )
+        return frozenset(found[0])
 
     def __repr__(self) -> str:
         return f"Keyguard(scheme_name={self.scheme_name!r}, options={self.options!r})"
@@ -185,11 +340,13 @@ class Keyguard(SecurityBase):
             if extra:
                 options = replace(options, public_paths=(*options.public_paths, *extra))
         app.add_middleware(
-            KeyguardMiddleware,
+            _FastAPIMiddleware,
             manager=self.manager,
             options=options,
             limiter=self.limiter,
             jwt_verifier=self.jwt_verifier,
+            keyguard=self,
+            fastapi_app=app,
         )
         server = self.authorization_server
         if server is not None and not isinstance(server.manager, AsyncKeyManager):
@@ -201,26 +358,31 @@ class Keyguard(SecurityBase):
             # Added last, so it runs first: token requests never reach the middleware.
             app.add_middleware(_serve_authorization, server=server)
         app.add_exception_handler(KeyguardHTTPException, problem_response)
+        if app.router.route_class is APIRoute:  # a route class of the app's own is left alone
+            app.router.route_class = self.route_class
+        document = app.openapi
+
+        def openapi() -> dict[str, Any]:
+            """The app's OpenAPI document, with this scheme among its security schemes
+            (FastAPI lists only the schemes of dependencies)."""
+            schema = document()
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            if self.scheme_name not in schemes:
+                scheme = jsonable_encoder(self.model, by_alias=True, exclude_none=True)
+                schemes[self.scheme_name] = scheme
+            return schema
+
+        app.openapi = openapi  # type: ignore[method-assign]
 
     async def __call__(
         self, connection: HTTPConnection, security_scopes: SecurityScopes
     ) -> Principal | None:
         principal = connection.scope.get(PRINCIPAL_SCOPE_KEY, _ABSENT)
-        if principal is _ABSENT:
-            raise RuntimeError(
-                "no keyguard middleware ran for this request: call Keyguard.init_app(app) "
-                "or add keyguard.asgi.KeyguardMiddleware"
-            )
-        if principal is None:
-            if not self.auto_error:
-                return None
-            denial = MISSING_KEY
-        else:
-            granted = cast(Principal, principal)
-            found = scope_denial(granted.key_id, granted.scopes, security_scopes.scopes)
-            if found is None:
-                return granted
-            denial = found
+        if principal is None and not self.auto_error:
+            return None
+        denial = _denial_of(principal, security_scopes.scopes)
+        if denial is None:
+            return cast(Principal, principal)
         if connection.scope["type"] == "websocket":
             raise WebSocketException(code=1008, reason=self.responder.close_reason(denial))
         raise KeyguardHTTPException(self.responder.render(denial), denial.detail)

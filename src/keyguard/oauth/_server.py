@@ -43,7 +43,7 @@ from .._options import DEFAULT_FAILURE_LIMIT, MiddlewareOptions
 from .._pipeline import _SECURE_SCHEMES, _is_local
 from .._records import CLIENT_HASH_MARK, KeyChanges, KeyRecord
 from .._steps import Backends, GetKey, HitLimit, ReadForm, UpdateKey
-from .._verify import _CheckSlowHash, store_unavailable, touch_flow
+from .._verify import _CheckSlowHash, store_unavailable
 from ..ratelimit import retry_after_seconds
 from ..ratelimit._policy import Policy
 from ._signing import KeySet
@@ -619,10 +619,8 @@ def _token_flow(
                 headers,
             )
     last_used = server.manager.last_used
-    if last_used is not None:
-        batch = last_used.note(record.key_id, server.manager.clock.now)
-        if batch:
-            yield from touch_flow(last_used, batch)
+    if last_used is not None:  # written behind, by the manager's writer
+        last_used.note(record.key_id, server.manager.clock.now)
     return _issue(server, record, granted, audience, now.timestamp())
 
 

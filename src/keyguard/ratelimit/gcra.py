@@ -30,7 +30,8 @@ is back within the burst, as the new policy's ``retry_ms`` says. Its
 ``remaining`` is then 0, never negative.
 
 The Lua script in :mod:`keyguard.ratelimit.redis` is a line-by-line
-transcription of :func:`check` below; the test suite runs both on the same
+transcription of :func:`check` below (:func:`check_one` per policy, then
+:func:`combine`); the test suite runs both on the same
 request schedules and requires identical answers.
 """
 
@@ -41,7 +42,16 @@ from typing import NamedTuple
 
 from ._policy import Params, Policy
 
-__all__ = ["Outcome", "Params", "Result", "check", "check_one", "cost_error", "params"]
+__all__ = [
+    "Outcome",
+    "Params",
+    "Result",
+    "check",
+    "check_one",
+    "combine",
+    "cost_error",
+    "params",
+]
 
 
 #: What :func:`check_one` returns: ``(allowed, retry_ms, remaining, reset_ms, new_tat, ahead)``.
@@ -141,24 +151,31 @@ def check(
 ) -> Outcome:
     """Decide one request of ``cost`` against every policy at once, all or nothing.
 
-    Each policy is decided by :func:`check_one`. The request is admitted only
-    when every policy admits it; otherwise it consumes nothing anywhere, and
-    must wait for the policy that needs the longest.
+    Each policy is decided by :func:`check_one`, and the results by :func:`combine`.
 
     Raises:
         ValueError: ``cost`` exceeds a policy's burst.
     """
     if len(policies) != len(tats):
         raise ValueError("one stored state (or None) per policy")
-    results: list[Result] = []
-    retry_ms = 0
-    for policy, tat in zip(policies, tats, strict=False):  # lengths checked above
-        result = check_one(now_ms, cost, policy, tat)
-        results.append(result)
-        retry_ms = max(retry_ms, result[1])
-    # A refusal always waits at least 1 ms, so no wait means every policy admitted it.
-    if not retry_ms:
+    results = [check_one(now_ms, cost, p, tat) for p, tat in zip(policies, tats, strict=False)]
+    return combine(cost, policies, results)
+
+
+def combine(cost: int, policies: Sequence[Params], results: list[Result]) -> Outcome:
+    """All or nothing: the decision of one request over the :func:`check_one` result of
+    each of ``policies`` (in the same order; ``results`` is reused).
+
+    The request is admitted only when every policy admits it; otherwise it
+    consumes nothing anywhere, and must wait for the policy that needs the
+    longest.
+    """
+    for result in results:
+        if not result[0]:
+            break
+    else:  # every policy admitted it (the common case)
         return _new_outcome(Outcome, (True, 0, results))
+    retry_ms = max([result[1] for result in results])
     for i, (allowed, _, left, _, _, ahead) in enumerate(results):
         if allowed:
             # This policy would have admitted it: report it without this request.

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
@@ -75,9 +76,11 @@ class CachedKeyStore:
     as long as the store answers, nothing older than ``ttl`` is served.
 
     Writes go straight to the wrapped store and evict the key from this cache
-    at once; ``update`` and ``revoke`` are also announced on ``broadcast``,
-    whose announcements this cache polls without blocking at most every
-    ``poll_interval`` seconds, from its own lookups (no thread, no task).
+    at once, except ``touch``, which gives a cached record its new
+    ``last_used_at`` in place (no re-read); ``update`` and ``revoke`` are
+    also announced on ``broadcast``, whose announcements this cache polls
+    without blocking at most every ``poll_interval`` seconds, from its own
+    lookups (no thread, no task).
 
     Security: until its TTL runs out, a record cached in another process that
     missed the broadcast still authenticates a key revoked elsewhere. Keep
@@ -233,6 +236,25 @@ class CachedKeyStore:
             self._records.clear()
             self._unknown.clear()
 
+    def _touched(self, last_used: Mapping[str, datetime]) -> None:
+        """Give the cached records their new ``last_used_at``: a written last use changes
+        nothing else, so it costs no re-read. Each keeps its expiry and place."""
+        records = self._records
+        updates = []
+        for key_id, when in last_used.items():
+            entry = records.get(key_id)
+            if entry is not None:
+                before = entry[0].last_used_at
+                if before is None or before < when:
+                    updates.append(
+                        (key_id, entry, (replace(entry[0], last_used_at=when), entry[1]))
+                    )
+        if updates:
+            with self._lock:
+                for key_id, entry, touched in updates:
+                    if records.get(key_id) is entry:  # else changed meanwhile: leave it
+                        records[key_id] = touched
+
     def _poll_due(self) -> bool:
         if self.broadcast is None:
             return False
@@ -318,11 +340,8 @@ class CachedKeyStore:
         return result
 
     def _touch_flow(self, last_used: Mapping[str, datetime]) -> Flow[None]:
-        try:
-            yield from _Passing(TouchKeys(last_used))
-        finally:
-            for key_id in last_used:
-                self.evict(key_id)
+        yield from _Passing(TouchKeys(last_used))
+        self._touched(last_used)
 
     def _announce_flow(self, key_id: str) -> Flow[None]:
         """Tell other processes; a failure is logged: the write stands, and the TTL
@@ -373,7 +392,7 @@ class CachedKeyStore:
         return self._sync_io().store.list_keys(owner)  # type: ignore[no-any-return]
 
     def touch(self, last_used: Mapping[str, datetime]) -> None:
-        """Straight to the store; the touched keys are re-read on their next lookup."""
+        """Straight to the store; cached records get the new times in place."""
         self._drive(self._touch_flow(last_used))
 
     def close(self) -> None:

@@ -1,0 +1,168 @@
+"""What keyguard costs inside FastAPI, beside a bare route, a trivial dependency and a
+hand-written ``HTTPBearer`` check.
+
+Every endpoint returns the same prepared ``Response`` (no serialization), and
+each app is called directly with a prepared scope (no HTTP client), timed in
+interleaved rounds; an overhead is the median over rounds of the paired
+difference with the bare route of a FastAPI app without keyguard.
+
+- a trivial dependency (``Depends`` on an ``async def`` that returns 0):
+  what FastAPI charges to resolve any dependency;
+- ``HTTPBearer`` plus a dict lookup of the token: the cheapest hand-written
+  check with FastAPI's own security class;
+- keyguard's middleware alone, on a route without scopes;
+- keyguard with the route's scopes declared beside it
+  (``openapi_extra=keyguard.requires(...)``), checked after routing by the
+  route class: the middleware and the check, no dependency;
+- keyguard's dependency, ``Security(keyguard, scopes=[...])``, which hands the
+  principal to the endpoint.
+"""
+
+# No "from __future__ import annotations": FastAPI must evaluate the local Depends(...).
+
+import asyncio
+import statistics
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from _harness import Row, median_difference, time_async_interleaved
+from bench_middleware import BASE_SCOPE, REQUEST
+
+GROUP = "FastAPI"
+
+
+def _apps() -> tuple[dict[str, Any], dict[str, list[tuple[bytes, bytes]]]]:
+    from fastapi import Depends, FastAPI, HTTPException, Security
+    from fastapi.responses import Response
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+    from keyguard import AsyncKeyManager, Principal
+    from keyguard.integrations.fastapi import Keyguard
+    from keyguard.stores import MemoryKeyStore
+
+    reply = Response(b"[]", media_type="application/json")
+    manager = AsyncKeyManager(MemoryKeyStore())
+    issued = asyncio.run(manager.create("bench", scopes=["billing:read"]))
+    tokens = {issued.token: "bench"}
+
+    async def nothing() -> int:
+        return 0
+
+    bearer = HTTPBearer()
+
+    async def owner(
+        credentials: Annotated[HTTPAuthorizationCredentials, Depends(bearer)],
+    ) -> str:
+        found = tokens.get(credentials.credentials)
+        if found is None:
+            raise HTTPException(401)  # pragma: no cover (never refused while measured)
+        return found
+
+    plain = FastAPI()
+
+    @plain.get("/bare")
+    async def bare() -> Response:
+        return reply
+
+    @plain.get("/trivial")
+    async def trivial(value: Annotated[int, Depends(nothing)]) -> Response:
+        return reply
+
+    @plain.get("/bearer")
+    async def hand_written(name: Annotated[str, Depends(owner)]) -> Response:
+        return reply
+
+    keyguard = Keyguard(manager)
+    guarded = FastAPI()
+    keyguard.init_app(guarded)
+
+    @guarded.get("/open")
+    async def open_route() -> Response:
+        return reply
+
+    @guarded.get("/routed", openapi_extra=keyguard.requires("billing:read"))
+    async def routed() -> Response:
+        return reply
+
+    @guarded.get("/security")
+    async def security(
+        principal: Annotated[Principal, Security(keyguard, scopes=["billing:read"])],
+    ) -> Response:
+        return reply
+
+    common = [
+        (b"host", b"api.example.com"),
+        (b"user-agent", b"bench/1.0"),
+        (b"accept", b"application/json"),
+    ]
+    with_key = [*common, (b"authorization", f"Bearer {issued.token}".encode())]
+    apps = {"plain": plain, "guarded": guarded}
+    return apps, {"common": common, "with_key": with_key}
+
+
+CASES = (
+    ("bare", "plain", "/bare", "common"),
+    ("trivial", "plain", "/trivial", "common"),
+    ("bearer", "plain", "/bearer", "with_key"),
+    ("open", "guarded", "/open", "with_key"),
+    ("routed", "guarded", "/routed", "with_key"),
+    ("security", "guarded", "/security", "with_key"),
+)
+
+
+def samples() -> dict[str, list[float]]:
+    apps, headers = _apps()
+    statuses: list[int] = []
+    checking = [True]
+
+    async def receive() -> dict[str, Any]:
+        return REQUEST
+
+    async def send(message: dict[str, Any]) -> None:
+        if checking[0] and message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    def caller(app: Any, path: str, sent: list[tuple[bytes, bytes]]) -> Any:
+        async def call() -> None:
+            await app(
+                {**BASE_SCOPE, "path": path, "raw_path": path.encode(), "headers": sent},
+                receive,
+                send,
+            )
+
+        return call
+
+    calls = {name: caller(apps[app], path, headers[sent]) for name, app, path, sent in CASES}
+
+    async def measure() -> dict[str, list[float]]:
+        for name, call in calls.items():
+            statuses.clear()
+            await call()
+            assert statuses == [200], (name, statuses)
+        checking[0] = False
+        return await time_async_interleaved(calls)
+
+    return asyncio.run(measure())
+
+
+def rows() -> Iterator[Row]:
+    measured = samples()
+    bare = measured["bare"]
+    added = {name: median_difference(values, bare) for name, values in measured.items()}
+    yield Row(GROUP, "bare route", statistics.median(bare))
+    yield Row(GROUP, "overhead: one trivial dependency", added["trivial"])
+    yield Row(GROUP, "overhead: HTTPBearer + dict lookup (hand-written)", added["bearer"])
+    yield Row(GROUP, "overhead: keyguard, the middleware alone (no scopes)", added["open"])
+    yield Row(
+        GROUP,
+        "overhead: keyguard, route scopes (requires, checked after routing)",
+        added["routed"],
+        note="target <= 8",
+    )
+    yield Row(GROUP, "overhead: keyguard, Security(keyguard, scopes=...)", added["security"])
+    yield Row(
+        GROUP,
+        "  Security(keyguard) minus one trivial dependency",
+        median_difference(measured["security"], measured["trivial"]),
+        note="target <= 4",
+    )
