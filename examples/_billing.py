@@ -5,7 +5,8 @@ works against either:
 
 - ``KEYGUARD_DATABASE_URL``: the key store (default ``sqlite:///keyguard.db``, the
   file the CLI uses too); the table is created if it is missing.
-- ``KEYGUARD_PEPPERS``: the server-side pepper(s) of the secret hashes, as for the CLI.
+- ``KEYGUARD_PEPPERS``: the server-side pepper(s) of the secret hashes, read by
+  ``HmacSecretHasher.from_environment()`` as the CLI reads them.
 - ``KEYGUARD_RATE_LIMIT``: requests per key, such as ``100/minute`` (the default).
 - ``KEYGUARD_REDIS_URL``: when set, revocations made with the CLI reach the
   apps' lookup cache at once (Redis pub/sub), and the rate limit is kept in
@@ -33,7 +34,6 @@ import threading
 from typing import Any
 
 from keyguard import HmacSecretHasher, RedactKeys
-from keyguard.cli import hasher_from_environment
 from keyguard.oauth import AuthorizationServer, KeySet, SigningKey, load_signing_key
 from keyguard.ratelimit import MemoryRateLimiter
 from keyguard.ratelimit.redis import RedisRateLimiter
@@ -87,7 +87,7 @@ def key_store() -> CachedKeyStore:
 
 def hasher() -> HmacSecretHasher:
     """The hasher the CLI uses: peppered from ``KEYGUARD_PEPPERS`` when it is set."""
-    return hasher_from_environment()
+    return HmacSecretHasher.from_environment()
 
 
 def rate_limit() -> str:

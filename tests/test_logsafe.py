@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keyguard import KeyFormat, StorageError, generate_key
-from keyguard._logsafe import FailureLog, redact_key_shapes
+from keyguard._logsafe import FailureLog, KeyWarnings, redact_key_shapes
 from keyguard.testing import FakeClock
 
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -205,3 +205,74 @@ def test_reset_logs_the_next_failure_in_full(
 def test_bad_settings_are_refused(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         FailureLog(logging.getLogger("x"), **kwargs)  # type: ignore[arg-type]
+
+
+def test_key_warnings_once_per_key_and_interval_then_a_count(
+    captured: tuple[logging.Logger, Captured], clock: FakeClock
+) -> None:
+    logger, handler = captured
+    warnings = KeyWarnings(logger, interval=300, clock=clock.monotonic)
+    assert warnings.warn("M65wXtYRmqlf", "missing pepper", "key %s lacks %r", "M65wXtYRmqlf", "v1")
+    for _ in range(40):
+        clock.advance(7)  # 280 s in all: within the interval
+        assert not warnings.warn("M65wXtYRmqlf", "missing pepper", "key %s lacks %r", "x", "v1")
+    warnings.warn("M65wXtYRmqlf", "unknown hash", "key %s: other kind", "M65wXtYRmqlf")
+    warnings.warn("AAAAAAAAAAAA", "missing pepper", "key %s lacks %r", "AAAAAAAAAAAA", "v1")
+    assert [r.getMessage() for r in handler.records] == [
+        "key M65wXtYRmqlf lacks 'v1'",
+        "key M65wXtYRmqlf: other kind",
+        "key AAAAAAAAAAAA lacks 'v1'",
+    ]
+    assert {r.levelno for r in handler.records} == {logging.WARNING}
+    clock.advance(20)  # 300 s after the first
+    assert warnings.warn("M65wXtYRmqlf", "missing pepper", "key %s lacks %r", "M65wXtYRmqlf", "v1")
+    assert handler.records[-1].getMessage() == (
+        "key M65wXtYRmqlf lacks 'v1'; 40 more times since the last warning"
+    )
+
+
+def test_key_warnings_forget_the_oldest_key_first(
+    captured: tuple[logging.Logger, Captured], clock: FakeClock
+) -> None:
+    logger, handler = captured
+    warnings = KeyWarnings(logger, interval=300, clock=clock.monotonic, max_keys=3)
+    for key_id in ("k1", "k2", "k3", "k4"):
+        assert warnings.warn(key_id, "kind", "key %s", key_id)
+    assert len(warnings) == 3  # bounded: k1 was forgotten
+    assert not warnings.warn("k4", "kind", "key %s", "k4")
+    assert warnings.warn("k1", "kind", "key %s", "k1")  # forgotten, so logged again
+    assert len(warnings) == 3
+    assert [r.getMessage() for r in handler.records] == [
+        "key k1",
+        "key k2",
+        "key k3",
+        "key k4",
+        "key k1",
+    ]
+    warnings.reset()
+    assert len(warnings) == 0
+
+
+def test_key_warnings_on_a_silenced_logger_cost_nothing(clock: FakeClock) -> None:
+    logger = logging.getLogger("tests.logsafe.silenced")
+    logger.setLevel(logging.ERROR)
+    try:
+        warnings = KeyWarnings(logger, clock=clock.monotonic)
+        assert not warnings.warn("k1", "kind", "key %s", "k1")
+        assert len(warnings) == 0
+    finally:
+        logger.setLevel(logging.NOTSET)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        pytest.param({"interval": -1}, "interval", id="negative-interval"),
+        pytest.param({"interval": "5"}, "interval", id="text-interval"),
+        pytest.param({"max_keys": 0}, "max_keys", id="no-keys"),
+        pytest.param({"max_keys": 2.5}, "max_keys", id="fractional-keys"),
+    ],
+)
+def test_key_warnings_bad_settings_are_refused(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        KeyWarnings(logging.getLogger("x"), **kwargs)  # type: ignore[arg-type]

@@ -57,3 +57,11 @@ def server_logs() -> None:
     logging.getLogger("uvicorn.access").addFilter(redact)
     text: str = redact.redact("GET /invoices?api_key=acme_live_...")
     del text
+
+
+def peppered_from_the_environment() -> KeyManager:
+    hasher: HmacSecretHasher = HmacSecretHasher.from_environment({"KEYGUARD_PEPPERS": ""})
+    versions: tuple[str, ...] = hasher.versions
+    missing: str | None = hasher.missing_pepper("hmac-sha256$v0$00")
+    del versions, missing
+    return KeyManager(MemoryKeyStore(), hasher=HmacSecretHasher.from_environment())

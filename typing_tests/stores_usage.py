@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from keyguard import AsyncKeyManager, CircuitBreaker, KeyManager, LastUsedRecorder
 from keyguard.stores import AsyncKeyStore, CachedKeyStore, KeyStore
 from keyguard.stores.redis_broadcast import RedisRevocationBroadcast
 from keyguard.stores.sql import SQLKeyStore, default_database_url, keys_table, metadata
+from keyguard.testing import (
+    CANNOT_FAIL,
+    AsyncGCRARateLimiterContract,
+    AsyncKeyStoreContract,
+    AsyncRateLimiterContract,
+    GCRARateLimiterContract,
+    KeyStoreContract,
+    RateLimiterContract,
+)
 
 
 def sync_app() -> KeyManager:
@@ -38,3 +48,19 @@ def alembic_env() -> list[sa.MetaData]:
     table: sa.Table = keys_table(mine, "api_keys", schema="auth")
     del table
     return [mine, metadata]
+
+
+class MyLimiterTests(RateLimiterContract, GCRARateLimiterContract):
+    """A third party's limiter under both suites (its ``limiter`` fixture left out)."""
+
+
+class MyAsyncLimiterTests(AsyncRateLimiterContract, AsyncGCRARateLimiterContract):
+    """The async flavour."""
+
+
+class MyStoreTests(KeyStoreContract, AsyncKeyStoreContract):
+    """A store with no I/O: nothing underneath can fail."""
+
+    @pytest.fixture
+    def broken_store(self) -> object:
+        return CANNOT_FAIL

@@ -7,30 +7,51 @@ cost about a microsecond, so they can run on every request. Slow password
 hashes (bcrypt, argon2) exist here only for keys imported from another system,
 through :class:`PasslibHasher`, and their verifications are remembered by a
 :class:`VerifiedSecretCache` so the slow hash runs once per key and process.
+
+The peppers are configured one way everywhere: :meth:`HmacSecretHasher.from_environment`
+reads ``KEYGUARD_PEPPERS`` for apps, the ``keyguard`` command and the examples alike, so
+the hashes they make and check cannot silently differ. A stored hash whose pepper version
+the app does not have is refused like a wrong secret, and :func:`warn_unreadable_hash`
+says so in the log, once per key and interval.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import logging
+import os
+import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final, Protocol, runtime_checkable
 
 from ._errors import SecretTooLongError
+from ._logsafe import KeyWarnings
 
 __all__ = [
+    "PEPPERS_VARIABLE",
     "HmacSecretHasher",
     "PasslibHasher",
     "SecretHasher",
     "VerifiedSecretCache",
+    "stored_hash_warnings",
+    "warn_unreadable_hash",
 ]
+
+#: The environment variable of the peppers: ``version:base64[,version:base64...]``.
+PEPPERS_VARIABLE: Final = "KEYGUARD_PEPPERS"
 
 _HMAC_SCHEME = "hmac-sha256"
 _SHA256_SCHEME = "sha256"
 _MIN_PEPPER_BYTES = 16
+#: A pepper version as the constructor accepts it (letters, digits and '-', not only '-'),
+#: of a length fit for a log line.
+_VERSION = re.compile(r"(?=[-]*[A-Za-z0-9])[A-Za-z0-9-]{1,64}")
 _BCRYPT_MAX_BYTES = 72
 _MAX_SPLITS = 4096
 
@@ -113,6 +134,61 @@ class HmacSecretHasher:
     def __repr__(self) -> str:
         return f"HmacSecretHasher(versions={sorted(self._peppers)!r}, current={self._current!r})"
 
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """The pepper versions this hasher has, the current one first (names, not peppers)."""
+        return tuple(sorted(self._peppers, key=lambda v: v != self._current))
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> HmacSecretHasher:
+        """The hasher configured by ``KEYGUARD_PEPPERS``: the one way keyguard reads peppers.
+
+        The ``keyguard`` command and the example apps call it too, so an app that
+        builds its hasher with it hashes and checks exactly as the command does.
+
+        ``KEYGUARD_PEPPERS`` is ``version:base64[,version:base64...]``: pepper
+        version names (letters, digits and ``-``) with the pepper in standard
+        base64 (at least 16 bytes; make one with
+        ``base64.b64encode(secrets.token_bytes(32))``). The first is current:
+        new hashes use it, the others are still accepted while keys migrate.
+        Spaces around entries are ignored. Unset or blank: no pepper, plain
+        SHA-256 (``HmacSecretHasher()``).
+
+        Args:
+            environ: Where to read the variable; ``os.environ`` when None.
+
+        Raises:
+            ValueError: The variable is set but malformed: an entry without ``:``
+                or empty, a version given twice or not a plain word, a pepper
+                that is not base64 or shorter than 16 bytes. The message names
+                the version, never the pepper.
+        """
+        env = os.environ if environ is None else environ
+        spec = env.get(PEPPERS_VARIABLE, "").strip()
+        if not spec:
+            return cls()
+        peppers: dict[str, bytes] = {}
+        for position, item in enumerate(spec.split(","), start=1):
+            version, sep, encoded = item.strip().partition(":")
+            version = version.strip()
+            if not sep or not version:
+                raise ValueError(
+                    f"{PEPPERS_VARIABLE} must be 'version:base64[,version:base64...]'; "
+                    f"entry {position} has no 'version:' in front"
+                )
+            if version in peppers:
+                raise ValueError(f"{PEPPERS_VARIABLE}: pepper version {version!r} is given twice")
+            try:
+                peppers[version] = base64.b64decode(encoded.strip(), validate=True)
+            except binascii.Error:
+                raise ValueError(
+                    f"{PEPPERS_VARIABLE}: pepper {version!r} is not standard base64"
+                ) from None
+        try:
+            return cls(peppers, current=next(iter(peppers)))
+        except ValueError as exc:
+            raise ValueError(f"{PEPPERS_VARIABLE}: {exc}") from None
+
     def _digest(self, secret: str, version: str | None) -> str:
         data = secret.encode("utf-8")
         if version is None:
@@ -156,6 +232,19 @@ class HmacSecretHasher:
     def needs_rehash(self, stored: str) -> bool:
         split = self._split(stored)
         return split is None or split[0] != self._current
+
+    def missing_pepper(self, stored: str) -> str | None:
+        """The pepper version ``stored`` was made with, when this hasher lacks that pepper.
+
+        None when it has it, for a plain SHA-256 form, and for a form that is not
+        this hasher's at all. Such a hash cannot be checked: :meth:`verify`
+        refuses every secret for it, like a wrong one, until the pepper is
+        configured again. The version is a name, not a secret, and may be logged.
+        """
+        parts = stored.split("$")
+        if len(parts) != 3 or parts[0] != _HMAC_SCHEME or parts[1] in self._peppers:
+            return None
+        return parts[1] if _VERSION.fullmatch(parts[1]) else None
 
 
 class PasslibHasher:
@@ -331,3 +420,47 @@ class VerifiedSecretCache:
         with self._lock:
             self._entries.clear()
             self._failures.clear()
+
+
+#: The warnings about stored hashes no configured hasher can check, on logger ``keyguard``:
+#: one per key and kind every 5 minutes, however many requests bring the key.
+stored_hash_warnings: Final = KeyWarnings(logging.getLogger("keyguard"), interval=300.0)
+
+
+def warn_unreadable_hash(key_id: str, stored: str, hashers: Iterable[SecretHasher]) -> None:
+    """Warn that the stored hash of ``key_id`` is one no hasher of ``hashers`` can check.
+
+    Called when a key was refused for that reason: the client sees a plain 401,
+    as for a wrong secret, so the log is where an operator learns that the app
+    lacks a pepper version the key was hashed with (one ``KEYGUARD_PEPPERS``
+    for the command and another for the app, or a pepper dropped too early), or
+    lacks the hasher of an imported key. Logged at WARNING with the key_id and
+    the missing pepper version, never the pepper or the hash, once per key and
+    interval (:data:`stored_hash_warnings`). Does nothing when a hasher
+    understands ``stored``.
+    """
+    hashers = tuple(hashers)
+    if any(h.identify(stored) for h in hashers):
+        return
+    for hasher in hashers:
+        if isinstance(hasher, HmacSecretHasher):
+            version = hasher.missing_pepper(stored)
+            if version is not None:
+                stored_hash_warnings.warn(
+                    key_id,
+                    "missing pepper",
+                    "key %s is refused: its stored hash was made with pepper version %r, which "
+                    "this app does not have (it has %s); configure that pepper, the same "
+                    "KEYGUARD_PEPPERS as the keyguard command (HmacSecretHasher.from_environment)",
+                    key_id,
+                    version,
+                    ", ".join(repr(v) for v in hasher.versions) or "none",
+                )
+                return
+    stored_hash_warnings.warn(
+        key_id,
+        "unknown hash",
+        "key %s is refused: no configured hasher understands its stored hash; "
+        "add its hasher to legacy_hashers",
+        key_id,
+    )

@@ -9,7 +9,9 @@ Two things every log line keyguard writes itself must respect:
 - no flood: a backend that is down fails every request. :class:`FailureLog`
   logs the first failure of each kind with its traceback, counts the others,
   and reports the count with the next failure logged in full, once the
-  interval has passed: one traceback a minute, not one per request.
+  interval has passed: one traceback a minute, not one per request. A key
+  that keeps failing for the same reason (its hash made with a pepper the app
+  lacks) is logged by :class:`KeyWarnings` once per key and interval.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from typing import Final
 
 from ._keys import KEY_ID_LENGTH
 
-__all__ = ["REDACTED", "FailureLog", "failures", "key_pattern", "redact_key_shapes"]
+__all__ = [
+    "REDACTED",
+    "FailureLog",
+    "KeyWarnings",
+    "failures",
+    "key_pattern",
+    "redact_key_shapes",
+]
 
 #: What a secret is replaced with.
 REDACTED: Final = "[redacted]"
@@ -191,6 +200,85 @@ class FailureLog:
 
     def reset(self) -> None:
         """Forget every kind: the next failure of each is logged in full."""
+        with self._lock:
+            self._windows.clear()
+
+
+class KeyWarnings:
+    """Logs a warning about a key once per interval and kind, however many requests bring it.
+
+    A key refused for a reason only the operator can fix (its stored hash was
+    made with a pepper version the app lacks) is refused on every request that
+    uses it; this logs the first, counts the others, and logs the next one
+    after ``interval`` with that count. Memory is bounded: at most ``max_keys``
+    (key, kind) pairs are remembered, the least recently logged forgotten
+    first, in O(1); a forgotten key is simply logged again.
+
+    Args:
+        logger: Where the warnings go (at WARNING).
+        interval: Seconds between two warnings about one key and kind.
+        clock: Monotonic seconds (injected in tests).
+        max_keys: (key, kind) pairs remembered at once.
+
+    Raises:
+        ValueError: ``interval`` is negative or ``max_keys`` below 1.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 10_000,
+    ) -> None:
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval < 0:
+            raise ValueError(f"interval must be a number of seconds >= 0, got {interval!r}")
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+            raise ValueError(f"max_keys must be a whole number of at least 1, got {max_keys!r}")
+        self.logger = logger
+        self.interval = interval
+        self.clock = clock
+        self.max_keys = max_keys
+        self._windows: OrderedDict[tuple[str, str], _Window] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"KeyWarnings({self.logger.name!r}, interval={self.interval})"
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def warn(self, key_id: str, kind: str, message: str, *args: object) -> bool:
+        """Log ``message % args`` at WARNING, unless it was logged for this key and kind
+        less than ``interval`` seconds ago (then count it); return whether it was logged.
+
+        Args:
+            key_id: The key (public, and logged as the message says).
+            kind: What is wrong, the same text each time (``"missing pepper"``).
+            message: A %-format with no secret in it or in ``args``.
+            args: Its arguments.
+        """
+        if not self.logger.isEnabledFor(logging.WARNING):
+            return False
+        now = self.clock()
+        with self._lock:
+            window = self._windows.get((key_id, kind))
+            if window is not None and now - window.start < self.interval:
+                window.count += 1
+                return False
+            missed = 0 if window is None else window.count
+            self._windows[key_id, kind] = _Window(now)
+            self._windows.move_to_end((key_id, kind))
+            if len(self._windows) > self.max_keys:
+                self._windows.popitem(last=False)
+        if missed:
+            message += "; %d more times since the last warning"
+            args = (*args, missed)
+        self.logger.warning(message, *args)
+        return True
+
+    def reset(self) -> None:
+        """Forget every key: the next warning of each is logged."""
         with self._lock:
             self._windows.clear()
 

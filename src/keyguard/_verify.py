@@ -30,7 +30,7 @@ from typing import Final
 from ._denials import Denial, DenialReason
 from ._drive import Flow, Step
 from ._errors import CircuitOpenError, MalformedKeyError, SecretTooLongError, StorageError
-from ._hashing import SecretHasher, VerifiedSecretCache
+from ._hashing import SecretHasher, VerifiedSecretCache, warn_unreadable_hash
 from ._keys import KeyFormat, ParsedKey, parse_key
 from ._last_used import LastUsedRecorder
 from ._logsafe import failures
@@ -331,11 +331,7 @@ class KeyVerifier:
             self.hasher.verify(parsed.secret, self._dummy_hash)
             ok = False
         elif hasher is None:
-            logger.warning(
-                "key %s has a stored hash no configured hasher understands; "
-                "add its hasher to legacy_hashers",
-                record.key_id,
-            )
+            warn_unreadable_hash(record.key_id, stored, (self.hasher, *self.legacy_hashers))
             self.hasher.verify(parsed.secret, self._dummy_hash)
             ok = False
         elif hasher.slow:

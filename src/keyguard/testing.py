@@ -11,45 +11,61 @@ Run the key-store contract against your own store::
             yield store
             store.close()
 
-``AsyncKeyStoreContract`` wants an ``async_store`` fixture and runs under
-``pytest.mark.anyio``. Each check is written once, as a flow, and driven sync
-or async exactly as keyguard drives its own operations.
+        @pytest.fixture
+        def broken_store(self):
+            return MyStore(...)  # its backend unreachable: every call fails
 
-``RateLimiterContract`` and ``AsyncRateLimiterContract`` do the same for
-rate limiters (``limiter`` and ``async_limiter`` fixtures, on the ``clock``
-fixture those classes provide).
+``AsyncKeyStoreContract`` wants an ``async_store`` fixture (and an
+``async_broken_store``) and runs under ``pytest.mark.anyio``. Each check is
+written once, as a flow, and driven sync or async exactly as keyguard drives
+its own operations.
+
+``RateLimiterContract`` and ``AsyncRateLimiterContract`` do the same for rate
+limiters (``limiter`` and ``async_limiter`` fixtures, on the ``clock``
+fixture those classes provide): what every limiter promises, whatever its
+algorithm. ``GCRARateLimiterContract`` and ``AsyncGCRARateLimiterContract``
+add GCRA's exact figures, for limiters that implement GCRA as keyguard's own
+do. ``docs/custom-backends.md`` lists every check.
 """
 
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from ._drive import Flow, drive_async, drive_sync
-from ._keys import generate_key
-from ._records import KeyChanges, KeyRecord
-from ._steps import (
-    AddKey,
-    Backends,
-    GetKey,
-    HitLimit,
-    ListKeys,
-    RevokeKey,
-    TouchKeys,
-    UpdateKey,
+from ._drive import drive_async, drive_sync
+from ._limiter_contract import (
+    BAD_RATE_LIMIT_REQUESTS,
+    GCRA_RATE_LIMITER_CHECKS,
+    RATE_LIMITER_CHECKS,
+    SOME_POLICY,
 )
-from .ratelimit._policy import Policy
+from ._steps import Backends
+from ._store_contract import (
+    ASYNC_FAILING_OPERATIONS,
+    CANNOT_FAIL,
+    FAILING_OPERATIONS,
+    KEY_STORE_CHECKS,
+    check,
+    check_cannot_fail,
+    check_failure,
+    sample_record,
+)
 
 __all__ = [
+    "BAD_RATE_LIMIT_REQUESTS",
+    "CANNOT_FAIL",
+    "GCRA_RATE_LIMITER_CHECKS",
+    "KEY_STORE_CHECKS",
+    "RATE_LIMITER_CHECKS",
+    "AsyncGCRARateLimiterContract",
     "AsyncKeyStoreContract",
     "AsyncRateLimiterContract",
     "FakeClock",
+    "GCRARateLimiterContract",
     "KeyStoreContract",
     "RateLimiterContract",
     "sample_record",
@@ -95,423 +111,99 @@ class FakeClock:
             self._wall += timedelta(seconds=delta)
 
 
-_T0 = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
-
-
-def sample_record(owner: str = "acme", **overrides: Any) -> KeyRecord:
-    """A record with every field filled in, for store tests."""
-    key = generate_key()
-    fields: dict[str, Any] = {
-        "key_id": key.key_id,
-        "owner": owner,
-        "name": "ci deploy",
-        "environment": "live",
-        "secret_hash": "sha256$" + "ab" * 32,
-        "scopes": frozenset({"billing:read", "billing:write"}),
-        "created_at": _T0,
-        "expires_at": _T0 + timedelta(days=30),
-        "metadata": {"team": "payments", "limits": [1, 2], "nested": {"a": None}},
-        "rate_limit": Policy("per-key", quota=50, window=60.0, burst=10),
-    }
-    fields.update(overrides)
-    return KeyRecord(**fields)
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise AssertionError(message)
-
-
-def _stored(record: KeyRecord | None, message: str) -> KeyRecord:
-    if record is None:
-        raise AssertionError(message)
-    return record
-
-
-def _round_trip() -> Flow[None]:
-    record = sample_record()
-    yield from AddKey(record)
-    got = yield from GetKey(record.key_id)
-    _check(got == record, f"get returned {got!r}, expected {record!r}")
-    bare = sample_record(scopes=frozenset(), expires_at=None, metadata={}, rate_limit=None, name="")
-    yield from AddKey(bare)
-    got = yield from GetKey(bare.key_id)
-    _check(got == bare, f"get returned {got!r} for a record with empty fields")
-
-
-def _unknown() -> Flow[None]:
-    got = yield from GetKey("AAAAAAAAAAAA")
-    _check(got is None, "get of an unknown key_id must return None")
-    got = yield from UpdateKey("AAAAAAAAAAAA", KeyChanges(name="x"))
-    _check(got is None, "update of an unknown key_id must return None")
-    got = yield from RevokeKey("AAAAAAAAAAAA", _T0)
-    _check(got is None, "revoke of an unknown key_id must return None")
-    yield from TouchKeys({"AAAAAAAAAAAA": _T0})
-
-
-def _duplicate() -> Flow[None]:
-    from ._errors import DuplicateKeyError  # noqa: PLC0415 (keeps the namespace small)
-
-    record = sample_record()
-    yield from AddKey(record)
-    try:
-        yield from AddKey(replace(record, owner="someone-else"))
-    except DuplicateKeyError:
-        pass
-    else:
-        raise AssertionError("adding a second record with the same key_id must raise")
-    got = yield from GetKey(record.key_id)
-    _check(got == record, "a refused duplicate must not change the stored record")
-
-
-def _update() -> Flow[None]:
-    record = sample_record()
-    yield from AddKey(record)
-    changes = KeyChanges(scopes=frozenset({"x"}), expires_at=None, metadata={"k": "v"})
-    got = yield from UpdateKey(record.key_id, changes)
-    expected = changes.apply(record)
-    _check(got == expected, f"update returned {got!r}, expected {expected!r}")
-    got = yield from GetKey(record.key_id)
-    _check(got == expected, "update was not stored")
-    changes = KeyChanges(secret_hash="sha256$" + "cd" * 32, rate_limit=None, replaced_by="B" * 12)
-    got = yield from UpdateKey(record.key_id, changes)
-    _check(got == changes.apply(expected), "second update lost or changed other fields")
-
-
-def _revoke() -> Flow[None]:
-    record = sample_record()
-    yield from AddKey(record)
-    first = _T0 + timedelta(hours=1)
-    got = yield from RevokeKey(record.key_id, first)
-    _check(got is not None and got.revoked_at == first, "revoke must set revoked_at")
-    got = yield from RevokeKey(record.key_id, first + timedelta(hours=1))
-    _check(
-        got is not None and got.revoked_at == first,
-        "revoking again must keep the first revoked_at",
-    )
-    got = yield from GetKey(record.key_id)
-    _check(got is not None and got.revoked_at == first, "revoke was not stored")
-
-
-def _list_keys() -> Flow[None]:
-    a1 = sample_record("alpha", created_at=_T0)
-    b1 = sample_record("beta", created_at=_T0 + timedelta(seconds=1))
-    a2 = sample_record("alpha", created_at=_T0 + timedelta(seconds=2))
-    for record in (a1, b1, a2):
-        yield from AddKey(record)
-    alpha = yield from ListKeys("alpha")
-    _check([r.key_id for r in alpha] == [a1.key_id, a2.key_id], "list_keys(owner) oldest first")
-    everyone = yield from ListKeys(None)
-    _check(
-        [r.key_id for r in everyone] == [a1.key_id, b1.key_id, a2.key_id],
-        "list_keys() must list every key, oldest first",
-    )
-    nobody = yield from ListKeys("nobody")
-    _check(list(nobody) == [], "list_keys of an unknown owner must be empty")
-
-
-def _touch() -> Flow[None]:
-    r1, r2 = sample_record(), sample_record()
-    for record in (r1, r2):
-        yield from AddKey(record)
-    later = _T0 + timedelta(minutes=5)
-    yield from TouchKeys({r1.key_id: later, r2.key_id: _T0})
-    got1 = _stored((yield from GetKey(r1.key_id)), "touch must keep the record")
-    got2 = _stored((yield from GetKey(r2.key_id)), "touch must keep the record")
-    _check(got1.last_used_at == later and got2.last_used_at == _T0, "touch must set both")
-    yield from TouchKeys({r1.key_id: _T0})
-    got1 = _stored((yield from GetKey(r1.key_id)), "touch must keep the record")
-    _check(got1.last_used_at == later, "touch must never move last_used_at backwards")
-    _check(got1.secret_hash == r1.secret_hash, "touch must not change other fields")
-
-
-#: Every check of the key-store contract, by name.
-KEY_STORE_CHECKS: dict[str, Callable[[], Flow[None]]] = {
-    "round_trip": _round_trip,
-    "unknown_key_id": _unknown,
-    "duplicate_key_id": _duplicate,
-    "update": _update,
-    "revoke": _revoke,
-    "list_keys": _list_keys,
-    "touch": _touch,
-}
+_NO_BROKEN_STORE = (
+    "no broken_store fixture: give the test class one that returns the store with its "
+    "backend failing (a closed port, a missing file), so the contract can check that every "
+    "failure surfaces as keyguard.StorageError; return keyguard.testing.CANNOT_FAIL only for "
+    "a store that does no I/O at all"
+)
 
 
 class KeyStoreContract:
-    """Mix into a test class that has a ``store`` fixture (a fresh, empty ``KeyStore``)."""
+    """Mix into a test class that has a ``store`` fixture (a fresh, empty ``KeyStore``).
+
+    Give the class a ``broken_store`` fixture too: the store with its backend
+    failing (a database on a closed port, a file that cannot be read), on
+    which every operation must raise :class:`~keyguard.StorageError`. A store
+    that does no I/O at all (``nonblocking = True``, as ``MemoryKeyStore``)
+    has nothing underneath to fail: its ``broken_store`` returns
+    :data:`CANNOT_FAIL`, and the check then holds it to doing no I/O.
+    Without the fixture the failure checks are skipped, saying so.
+    """
+
+    @pytest.fixture
+    def broken_store(self) -> Any:
+        pytest.skip(_NO_BROKEN_STORE)
 
     @pytest.mark.parametrize("check", sorted(KEY_STORE_CHECKS))
     def test_key_store_contract(self, store: Any, check: str) -> None:
         drive_sync(KEY_STORE_CHECKS[check](), Backends(store))
 
+    @pytest.mark.parametrize("operation", sorted(FAILING_OPERATIONS))
+    def test_key_store_failure(
+        self, broken_store: Any, operation: str, request: pytest.FixtureRequest
+    ) -> None:
+        if broken_store is CANNOT_FAIL:
+            check_cannot_fail(request.getfixturevalue("store"))
+            return
+        try:
+            FAILING_OPERATIONS[operation](broken_store)
+        except Exception as exc:
+            check_failure(operation, exc)
+        else:
+            check_failure(operation, None)
+
 
 class AsyncKeyStoreContract:
-    """Mix into a test class with an ``async_store`` fixture (a fresh, empty ``AsyncKeyStore``)."""
+    """Mix into a test class with an ``async_store`` fixture (a fresh, empty
+    ``AsyncKeyStore``) and an ``async_broken_store`` one (see :class:`KeyStoreContract`)."""
+
+    @pytest.fixture
+    def async_broken_store(self) -> Any:
+        pytest.skip(_NO_BROKEN_STORE.replace("broken_store", "async_broken_store", 1))
 
     @pytest.mark.anyio
     @pytest.mark.parametrize("check", sorted(KEY_STORE_CHECKS))
     async def test_async_key_store_contract(self, async_store: Any, check: str) -> None:
         await drive_async(KEY_STORE_CHECKS[check](), Backends(async_store))
 
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("operation", sorted(ASYNC_FAILING_OPERATIONS))
+    async def test_async_key_store_failure(
+        self, async_broken_store: Any, operation: str, request: pytest.FixtureRequest
+    ) -> None:
+        if async_broken_store is CANNOT_FAIL:
+            check_cannot_fail(request.getfixturevalue("async_store"))
+            return
+        try:
+            await ASYNC_FAILING_OPERATIONS[operation](async_broken_store)
+        except Exception as exc:
+            check_failure(operation, exc)
+        else:
+            check_failure(operation, None)
 
-# -- the rate-limiter contract ----------------------------------------------------------
+
+# -- the rate-limiter contracts --------------------------------------------------------
 #
-# Run it against your own limiter:
+# Run them against your own limiter:
 #
 #     class TestMyLimiter(RateLimiterContract):
 #         @pytest.fixture
 #         def limiter(self, clock):
 #             return MyLimiter(clock=clock.monotonic)  # fresh, on the contract's clock
 #
-# ``AsyncRateLimiterContract`` wants an ``async_limiter`` fixture. Both classes
-# provide the ``clock`` fixture (a :class:`FakeClock`); the limiter must count
-# time from it, in whole milliseconds. Each check is one flow, driven sync or async.
-
-
-def _limit_key() -> str:
-    return "contract-" + uuid.uuid4().hex[:16]
-
-
-def _hit(key: str, *policies: Policy, cost: int = 1) -> HitLimit:
-    return HitLimit(key, policies, cost)
-
-
-def _expect(
-    decision: Any,
-    allowed: bool,
-    remaining: Sequence[int],
-    reset_after: Sequence[float] | None = None,
-    retry_after: float = 0.0,
-) -> None:
-    what = f"got {decision!r}"
-    _check(decision.allowed is allowed, f"expected allowed={allowed}, {what}")
-    _check(decision.degraded is None, f"a working backend must decide itself, {what}")
-    _check(
-        [s.remaining for s in decision.states] == list(remaining),
-        f"expected remaining {list(remaining)}, {what}",
-    )
-    if reset_after is not None:
-        _check(
-            [s.reset_after for s in decision.states] == pytest.approx(list(reset_after)),
-            f"expected reset_after {list(reset_after)}, {what}",
-        )
-    _check(
-        decision.retry_after == pytest.approx(retry_after),
-        f"expected retry_after {retry_after}, {what}",
-    )
-
-
-def _burst_then_refuse(clock: FakeClock) -> Flow[None]:
-    key, policy = _limit_key(), Policy("default", quota=5, window=10)  # one every 2 s
-    for n in range(1, 6):
-        got = yield from _hit(key, policy)
-        _check(got.states[0].policy == policy, f"the state must name its policy, got {got!r}")
-        _expect(got, True, [5 - n], [2.0 * n])
-    got = yield from _hit(key, policy)
-    _expect(got, False, [0], [10.0], retry_after=2.0)
-
-
-def _refused_consumes_nothing(clock: FakeClock) -> Flow[None]:
-    key, policy = _limit_key(), Policy("default", quota=3, window=3)  # one every second
-    for _ in range(3):
-        yield from _hit(key, policy)
-    for _ in range(5):
-        got = yield from _hit(key, policy)
-        _expect(got, False, [0], [3.0], retry_after=1.0)
-    clock.advance(1.0)
-    got = yield from _hit(key, policy)
-    _expect(got, True, [0], [3.0])
-    got = yield from _hit(key, policy)
-    _expect(got, False, [0], [3.0], retry_after=1.0)
-
-
-def _sustained_rate(clock: FakeClock) -> Flow[None]:
-    key, policy = _limit_key(), Policy("default", quota=60, window=60, burst=4)
-    for _ in range(4):
-        yield from _hit(key, policy)
-    for _ in range(10):
-        clock.advance(1.0)
-        got = yield from _hit(key, policy)
-        _expect(got, True, [0], [4.0])
-        got = yield from _hit(key, policy)
-        _expect(got, False, [0], [4.0], retry_after=1.0)
-    clock.advance(0.999)
-    got = yield from _hit(key, policy)
-    _expect(got, False, [0], [3.001], retry_after=0.001)
-
-
-def _idle_restores_burst(clock: FakeClock) -> Flow[None]:
-    key, policy = _limit_key(), Policy("default", quota=10, window=1)
-    got = yield from _hit(key, policy, cost=10)
-    _expect(got, True, [0], [1.0])
-    clock.advance(0.5)
-    got = yield from _hit(key, policy, cost=0)
-    _expect(got, True, [5], [0.5])
-    clock.advance(0.5)
-    got = yield from _hit(key, policy, cost=0)
-    _expect(got, True, [10], [0.0])
-    clock.advance(86400 * 3)
-    got = yield from _hit(key, policy, cost=10)
-    _expect(got, True, [0], [1.0])
-
-
-def _burst_below_quota(clock: FakeClock) -> Flow[None]:
-    key, policy = _limit_key(), Policy("default", quota=10, window=10, burst=2)
-    got = yield from _hit(key, policy)
-    _expect(got, True, [1], [1.0])
-    got = yield from _hit(key, policy)
-    _expect(got, True, [0], [2.0])
-    got = yield from _hit(key, policy)
-    _expect(got, False, [0], [2.0], retry_after=1.0)
-    clock.advance(1.0)
-    got = yield from _hit(key, policy)
-    _expect(got, True, [0], [2.0])
-
-
-def _all_or_nothing(clock: FakeClock) -> Flow[None]:
-    key = _limit_key()
-    wide, narrow = Policy("wide", quota=10, window=10), Policy("narrow", quota=2, window=10)
-    got = yield from _hit(key, wide, narrow)
-    _expect(got, True, [9, 1], [1.0, 5.0])
-    _check([s.policy for s in got.states] == [wide, narrow], "states follow the policies' order")
-    got = yield from _hit(key, wide, narrow)
-    _expect(got, True, [8, 0], [2.0, 10.0])
-    for _ in range(3):
-        got = yield from _hit(key, wide, narrow)
-        _expect(got, False, [8, 0], [2.0, 10.0], retry_after=5.0)
-    got = yield from _hit(key, wide)
-    _expect(got, True, [7], [3.0])
-    clock.advance(5.0)
-    got = yield from _hit(key, wide, narrow)
-    _expect(got, True, [9, 0], [1.0, 10.0])
-
-
-def _longest_wait_wins(clock: FakeClock) -> Flow[None]:
-    key = _limit_key()
-    short, long = Policy("short", quota=1, window=2), Policy("long", quota=1, window=5)
-    got = yield from _hit(key, short, long)
-    _expect(got, True, [0, 0], [2.0, 5.0])
-    got = yield from _hit(key, short, long)
-    _expect(got, False, [0, 0], [2.0, 5.0], retry_after=5.0)
-    clock.advance(2.0)
-    got = yield from _hit(key, short, long)
-    _expect(got, False, [1, 0], [0.0, 3.0], retry_after=3.0)
-
-
-def _keys_and_names_are_separate(clock: FakeClock) -> Flow[None]:
-    first, second = _limit_key(), _limit_key()
-    a, b = Policy("a", quota=1, window=60), Policy("b", quota=1, window=60)
-    got = yield from _hit(first, a)
-    _expect(got, True, [0])
-    got = yield from _hit(first, a)
-    _expect(got, False, [0], retry_after=60.0)
-    got = yield from _hit(second, a)
-    _expect(got, True, [0])
-    got = yield from _hit(first, b)
-    _expect(got, True, [0])
-
-
-def _cost(clock: FakeClock) -> Flow[None]:
-    key, policy = _limit_key(), Policy("default", quota=10, window=10)
-    got = yield from _hit(key, policy, cost=4)
-    _expect(got, True, [6], [4.0])
-    got = yield from _hit(key, policy, cost=7)
-    _expect(got, False, [6], [4.0], retry_after=1.0)
-    got = yield from _hit(key, policy, cost=0)
-    _expect(got, True, [6], [4.0])
-    got = yield from _hit(key, policy, cost=6)
-    _expect(got, True, [0], [10.0])
-    got = yield from _hit(key, policy, cost=0)
-    _expect(got, True, [0], [10.0])
-
-
-def _sub_millisecond_interval(clock: FakeClock) -> Flow[None]:
-    key, policy = _limit_key(), Policy("fast", quota=3000, window=1)  # 3 per ms
-    got = yield from _hit(key, policy, cost=3000)
-    _expect(got, True, [0], [1.0])
-    got = yield from _hit(key, policy)
-    _expect(got, False, [0], [1.0], retry_after=0.001)
-    clock.advance(0.001)
-    got = yield from _hit(key, policy, cost=3)
-    _expect(got, True, [0], [1.0])
-    got = yield from _hit(key, policy)
-    _expect(got, False, [0], [1.0], retry_after=0.001)
-
-
-def _fractional_interval(clock: FakeClock) -> Flow[None]:
-    key, policy = _limit_key(), Policy("thirds", quota=3, window=1)  # one per 333.33 ms
-    got = yield from _hit(key, policy, cost=3)
-    _expect(got, True, [0], [1.0])
-    clock.advance(0.333)
-    got = yield from _hit(key, policy)
-    _expect(got, False, [0], [0.667], retry_after=0.001)
-    clock.advance(0.001)
-    got = yield from _hit(key, policy)
-    _expect(got, True, [0], [1.0])
-    got = yield from _hit(key, policy)
-    _expect(got, False, [0], [1.0], retry_after=0.333)
-    clock.advance(0.333)  # exactly the wait it was told: 332.67 ms, rounded up
-    got = yield from _hit(key, policy)
-    _expect(got, True, [0], [1.0])
-    clock.advance(0.5)
-    got = yield from _hit(key, policy, cost=0)
-    _expect(got, True, [1], [0.5])
-
-
-def _stricter_policy_same_name(clock: FakeClock) -> Flow[None]:
-    key = _limit_key()
-    loose, strict = Policy("p", quota=100, window=100), Policy("p", quota=1, window=10)
-    got = yield from _hit(key, loose, cost=100)
-    _expect(got, True, [0], [100.0])
-    got = yield from _hit(key, strict)
-    _expect(got, False, [0], [100.0], retry_after=100.0)
-    clock.advance(95.0)
-    got = yield from _hit(key, strict)
-    _expect(got, False, [0], [5.0], retry_after=5.0)
-    clock.advance(5.0)
-    got = yield from _hit(key, strict)
-    _expect(got, True, [0], [10.0])
-
-
-def _no_policies(clock: FakeClock) -> Flow[None]:
-    got = yield from HitLimit(_limit_key(), (), 1)
-    _expect(got, True, [])
-
-
-#: Every check of the rate-limiter contract, by name. Each takes the limiter's FakeClock.
-RATE_LIMITER_CHECKS: dict[str, Callable[[FakeClock], Flow[None]]] = {
-    "burst_then_refuse": _burst_then_refuse,
-    "refused_consumes_nothing": _refused_consumes_nothing,
-    "sustained_rate": _sustained_rate,
-    "idle_restores_burst": _idle_restores_burst,
-    "burst_below_quota": _burst_below_quota,
-    "all_or_nothing": _all_or_nothing,
-    "longest_wait_wins": _longest_wait_wins,
-    "keys_and_names_are_separate": _keys_and_names_are_separate,
-    "cost": _cost,
-    "sub_millisecond_interval": _sub_millisecond_interval,
-    "fractional_interval": _fractional_interval,
-    "stricter_policy_same_name": _stricter_policy_same_name,
-    "no_policies": _no_policies,
-}
-
-_SOME = Policy("some", quota=3, window=1)
-
-#: Requests every limiter must refuse with ValueError before counting anything.
-BAD_RATE_LIMIT_REQUESTS: dict[str, tuple[object, tuple[Policy, ...], object]] = {
-    "empty_key": ("", (_SOME,), 1),
-    "key_not_a_string": (123, (_SOME,), 1),
-    "negative_cost": ("k", (_SOME,), -1),
-    "cost_not_whole": ("k", (_SOME,), 1.0),
-    "cost_a_bool": ("k", (_SOME,), True),
-    "cost_above_burst": ("k", (_SOME,), 4),
-    "duplicate_policy_names": ("k", (_SOME, Policy("some", quota=9, window=9)), 1),
-}
+# ``AsyncRateLimiterContract`` wants an ``async_limiter`` fixture. The classes provide
+# the ``clock`` fixture (a :class:`FakeClock`); the limiter must count time from it, in
+# whole milliseconds. Each check is one flow, driven sync or async.
 
 
 class RateLimiterContract:
     """Mix into a test class with a ``limiter`` fixture: a fresh ``RateLimiter``
-    that reads its time from the ``clock`` fixture this class provides."""
+    that reads its time from the ``clock`` fixture this class provides.
+
+    The checks hold for any correct limiter, whatever its algorithm (fixed
+    window, sliding log, GCRA): see ``docs/custom-backends.md``.
+    """
 
     @pytest.fixture
     def clock(self) -> FakeClock:
@@ -526,13 +218,13 @@ class RateLimiterContract:
         key, policies, cost = BAD_RATE_LIMIT_REQUESTS[bad]
         with pytest.raises(ValueError, match=r"."):
             limiter.hit(key, policies, cost)
-        got = limiter.hit("k", (_SOME,), 0)
-        _check(got.states[0].remaining == 3, "a refused call must not count anything")
+        got = limiter.hit("k", (SOME_POLICY,), 0)
+        check(got.states[0].remaining == 3, "a refused call must not count anything")
 
 
 class AsyncRateLimiterContract:
     """Mix into a test class with an ``async_limiter`` fixture (an ``AsyncRateLimiter``
-    on the ``clock`` fixture this class provides)."""
+    on the ``clock`` fixture this class provides); see :class:`RateLimiterContract`."""
 
     @pytest.fixture
     def clock(self) -> FakeClock:
@@ -551,5 +243,37 @@ class AsyncRateLimiterContract:
         key, policies, cost = BAD_RATE_LIMIT_REQUESTS[bad]
         with pytest.raises(ValueError, match=r"."):
             await async_limiter.ahit(key, policies, cost)
-        got = await async_limiter.ahit("k", (_SOME,), 0)
-        _check(got.states[0].remaining == 3, "a refused call must not count anything")
+        got = await async_limiter.ahit("k", (SOME_POLICY,), 0)
+        check(got.states[0].remaining == 3, "a refused call must not count anything")
+
+
+class GCRARateLimiterContract:
+    """GCRA's exact figures, to the millisecond, for a ``limiter`` fixture on ``clock``.
+
+    For limiters that implement GCRA (``keyguard.ratelimit.gcra``), as keyguard's
+    memory and Redis limiters do, in addition to :class:`RateLimiterContract`.
+    A limiter of another algorithm fails it, and need not run it.
+    """
+
+    @pytest.fixture
+    def clock(self) -> FakeClock:
+        return FakeClock()
+
+    @pytest.mark.parametrize("check", sorted(GCRA_RATE_LIMITER_CHECKS))
+    def test_gcra_rate_limiter_contract(self, limiter: Any, clock: FakeClock, check: str) -> None:
+        drive_sync(GCRA_RATE_LIMITER_CHECKS[check](clock), Backends(limiter=limiter))
+
+
+class AsyncGCRARateLimiterContract:
+    """:class:`GCRARateLimiterContract` for an ``async_limiter`` fixture."""
+
+    @pytest.fixture
+    def clock(self) -> FakeClock:
+        return FakeClock()
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("check", sorted(GCRA_RATE_LIMITER_CHECKS))
+    async def test_async_gcra_rate_limiter_contract(
+        self, async_limiter: Any, clock: FakeClock, check: str
+    ) -> None:
+        await drive_async(GCRA_RATE_LIMITER_CHECKS[check](clock), Backends(limiter=async_limiter))

@@ -84,6 +84,9 @@ async def test_a_client_made_with_the_cli_gets_a_token_and_calls_the_api(
     call = _caller(module)
     reader_id, reader_secret = make_client("billing:read")
     writer_id, writer_secret = make_client("billing:read", "billing:write")
+    # Made now, not between requests: the command is synchronous, and run on the test's
+    # event loop it would stall the app's last-used writer in the middle of its write.
+    api_key = make_key("billing:read")
 
     issued = await call(_token_request(reader_id, reader_secret))
     assert issued.status == 200, issued.body
@@ -115,7 +118,7 @@ async def test_a_client_made_with_the_cli_gets_a_token_and_calls_the_api(
     assert created.status == 201, created.body
     assert created.json()["created_by_key"] == writer_id
     # A key of the same owner sees the invoice a token made: one principal model.
-    by_key = await call(_local("GET", "/invoices", _bearer(make_key("billing:read"))))
+    by_key = await call(_local("GET", "/invoices", _bearer(api_key)))
     assert by_key.json()["invoices"] == [created.json()]
 
     # A scope the client lacks is refused at the token endpoint; a wrong secret is 401.

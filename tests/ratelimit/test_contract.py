@@ -1,4 +1,5 @@
-"""The rate-limiter contract, against every limiter keyguard ships, sync and async."""
+"""The rate-limiter contracts, against every limiter keyguard ships, sync and async: what
+every limiter promises, and GCRA's exact figures."""
 
 from __future__ import annotations
 
@@ -8,23 +9,29 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from keyguard.ratelimit import MemoryRateLimiter
-from keyguard.testing import AsyncRateLimiterContract, FakeClock, RateLimiterContract
+from keyguard.testing import (
+    AsyncGCRARateLimiterContract,
+    AsyncRateLimiterContract,
+    FakeClock,
+    GCRARateLimiterContract,
+    RateLimiterContract,
+)
 
 
-class TestMemoryContract(RateLimiterContract):
+class TestMemoryContract(RateLimiterContract, GCRARateLimiterContract):
     @pytest.fixture
     def limiter(self, clock: FakeClock) -> MemoryRateLimiter:
         return MemoryRateLimiter(clock=clock.monotonic)
 
 
-class TestAsyncMemoryContract(AsyncRateLimiterContract):
+class TestAsyncMemoryContract(AsyncRateLimiterContract, AsyncGCRARateLimiterContract):
     @pytest.fixture
     def async_limiter(self, clock: FakeClock) -> MemoryRateLimiter:
         return MemoryRateLimiter(clock=clock.monotonic)
 
 
 @pytest.mark.redis
-class TestRedisContract(RateLimiterContract):
+class TestRedisContract(RateLimiterContract, GCRARateLimiterContract):
     @pytest.fixture
     def limiter(self, clock: FakeClock, redis_url: str, redis_prefix: str) -> Iterator[object]:
         from keyguard.ratelimit.redis import RedisRateLimiter
@@ -37,7 +44,7 @@ class TestRedisContract(RateLimiterContract):
 
 
 @pytest.mark.redis
-class TestAsyncRedisContract(AsyncRateLimiterContract):
+class TestAsyncRedisContract(AsyncRateLimiterContract, AsyncGCRARateLimiterContract):
     @pytest.fixture
     async def async_limiter(
         self, clock: FakeClock, redis_url: str, redis_prefix: str
@@ -52,7 +59,7 @@ class TestAsyncRedisContract(AsyncRateLimiterContract):
 
 
 @pytest.mark.redis
-class TestRedisClusterContract(RateLimiterContract):
+class TestRedisClusterContract(RateLimiterContract, GCRARateLimiterContract):
     @pytest.fixture
     def limiter(self, clock: FakeClock, redis_cluster_url: str) -> Iterator[object]:
         from keyguard.ratelimit.redis import RedisRateLimiter
@@ -65,7 +72,7 @@ class TestRedisClusterContract(RateLimiterContract):
 
 
 @pytest.mark.redis
-class TestAsyncRedisClusterContract(AsyncRateLimiterContract):
+class TestAsyncRedisClusterContract(AsyncRateLimiterContract, AsyncGCRARateLimiterContract):
     @pytest.fixture
     async def async_limiter(
         self, clock: FakeClock, redis_cluster_url: str

@@ -8,9 +8,6 @@ prints as one line on stderr (exit status 2).
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
-import os
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
@@ -56,25 +53,13 @@ def read_token(value: str, stdin: TextIO) -> str:
 
 
 def hasher_from_environment(environ: Mapping[str, str] | None = None) -> HmacSecretHasher:
-    """The default hasher, peppered from ``KEYGUARD_PEPPERS`` when set.
+    """The hasher of ``KEYGUARD_PEPPERS``: :meth:`HmacSecretHasher.from_environment`,
+    whose error becomes a one-line command error.
 
-    ``KEYGUARD_PEPPERS`` is ``version:base64-pepper[,version:base64-pepper...]``;
-    the first entry is the current one. Peppers never go on the command line.
+    The library reads the variable, so that the command and the apps built with
+    the same method hash alike. Peppers never go on the command line.
     """
-    env = os.environ if environ is None else environ
-    spec = env.get("KEYGUARD_PEPPERS", "").strip()
-    if not spec:
-        return HmacSecretHasher()
-    peppers: dict[str, bytes] = {}
-    for item in spec.split(","):
-        version, sep, encoded = item.strip().partition(":")
-        if not sep:
-            raise CommandError("KEYGUARD_PEPPERS must be 'version:base64[,version:base64...]'")
-        try:
-            peppers[version] = base64.b64decode(encoded, validate=True)
-        except binascii.Error:
-            raise CommandError(f"KEYGUARD_PEPPERS: pepper {version!r} is not base64") from None
     try:
-        return HmacSecretHasher(peppers, current=next(iter(peppers)))
+        return HmacSecretHasher.from_environment(environ)
     except ValueError as exc:
-        raise CommandError(f"KEYGUARD_PEPPERS: {exc}") from None
+        raise CommandError(str(exc)) from None

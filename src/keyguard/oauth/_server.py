@@ -37,6 +37,7 @@ from urllib.parse import unquote_plus, urlsplit
 from .._denials import Denial, DenialReason
 from .._drive import Flow
 from .._errors import MalformedKeyError, SecretTooLongError, StorageError
+from .._hashing import warn_unreadable_hash
 from .._keys import parse_key
 from .._limits import RateLimits, failure_flow, headers_of
 from .._options import DEFAULT_FAILURE_LIMIT, MiddlewareOptions
@@ -683,6 +684,7 @@ def _authenticate(
     else:
         ok = hasher.verify(parsed.secret, stored)
     if not ok:
+        warn_unreadable_hash(record.key_id, stored, (hasher,))  # a pepper the app lacks
         return Denial(DenialReason.WRONG_SECRET, _CLIENT_AUTH_FAILED, key_id=record.key_id)
     if hasher.needs_rehash(stored):
         changes = KeyChanges(secret_hash=CLIENT_HASH_MARK + hasher.hash(parsed.secret))
