@@ -51,7 +51,8 @@ def _table(directory: str) -> tuple[str, list[str]]:
     """A SQLite file with the largest number of keys, and their key_ids."""
     import sqlalchemy as sa
 
-    from keyguard.stores.sql import SQLKeyStore, _record_values
+    from keyguard.stores._sql_schema import record_values
+    from keyguard.stores.sql import SQLKeyStore
     from keyguard.testing import sample_record
 
     url = f"sqlite:///{os.path.join(directory, 'keys.db')}"
@@ -61,7 +62,7 @@ def _table(directory: str) -> tuple[str, list[str]]:
     key_ids = [f"bench{i:07d}" for i in range(max(SIZES))]
     rows = []
     for key_id in key_ids:
-        values = dict(_record_values(template))
+        values = dict(record_values(template))
         values["key_id"] = key_id
         rows.append(values)
     with store.engine.begin() as conn:

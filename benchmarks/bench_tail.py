@@ -145,12 +145,13 @@ def _middleware(manager: Any, **options: Any) -> Any:
 def _sqlite_store(records: list[Any], directory: str) -> Any:
     import sqlalchemy as sa
 
-    from keyguard.stores.sql import SQLKeyStore, _record_values
+    from keyguard.stores._sql_schema import record_values
+    from keyguard.stores.sql import SQLKeyStore
 
     store = SQLKeyStore(f"sqlite:///{os.path.join(directory, 'keys.db')}")
     store.create_schema()
     with store.engine.begin() as conn:
-        conn.execute(sa.insert(store.table), [dict(_record_values(r)) for r in records])
+        conn.execute(sa.insert(store.table), [dict(record_values(r)) for r in records])
     return store
 
 
