@@ -63,3 +63,16 @@ print("ok")
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_the_integrations_keyword_options_are_exactly_the_options_fields() -> None:
+    import dataclasses
+    from typing import get_type_hints
+
+    from keyguard import MiddlewareOptions, MiddlewareOptionsFields
+
+    fields = {f.name: f.type for f in dataclasses.fields(MiddlewareOptions) if f.init}
+    hints = get_type_hints(MiddlewareOptionsFields)
+    assert hints.keys() == fields.keys()
+    options_hints = get_type_hints(MiddlewareOptions)
+    assert {name: options_hints[name] for name in fields} == hints

@@ -69,3 +69,9 @@ kg_fastapi.Keyguard(
     AsyncKeyManager(MemoryKeyStore()), limiter=MemoryRateLimiter(), rate_limit="5/s"
 )
 kg_flask.Keyguard(Flask("x"), KeyManager(MemoryKeyStore()), limiter=MemoryRateLimiter())
+
+# The integrations' keyword options are typed: a misspelt or mistyped one is an error.
+kg_fastapi.Keyguard(public_paths=["/health"], rate_limit="100/minute", optional=True)
+kg_fastapi.Keyguard(public_path=["/health"])  # type: ignore[call-arg]
+kg_flask.Keyguard(required_scopes=["read"], require_https=False)
+kg_flask.Keyguard(require_https="no")  # type: ignore[arg-type]

@@ -31,7 +31,7 @@ from ._keys import (
 )
 from ._last_used import LastUsedRecorder
 from ._manager import AsyncKeyManager, KeyManager
-from ._options import MiddlewareOptions
+from ._options import MiddlewareOptions, MiddlewareOptionsFields
 from ._pipeline import ANONYMOUS, Anonymous
 from ._records import UNSET, IssuedKey, KeyChanges, KeyRecord, KeyStatus, Principal
 from ._redact import RedactKeys
@@ -78,6 +78,7 @@ __all__ = [
     "MalformedKeyError",
     "MemoryRateLimiter",
     "MiddlewareOptions",
+    "MiddlewareOptionsFields",
     "NonBlocking",
     "ParsedKey",
     "PasslibHasher",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from .ratelimit._policy import Policy
 
@@ -16,6 +17,7 @@ __all__ = [
     "DEFAULT_FAILURE_LIMIT",
     "DEFAULT_QUERY_PARAM_NAMES",
     "MiddlewareOptions",
+    "MiddlewareOptionsFields",
     "checked_param_names",
     "options_for",
 ]
@@ -245,6 +247,28 @@ class MiddlewareOptions:
             return False
         # "/docs/../admin" must not ride on the "/docs" prefix, whatever normalises it later.
         return not ("/./" in path or "/../" in path or path.endswith(("/.", "/..")))
+
+
+class MiddlewareOptionsFields(TypedDict, total=False):
+    """The fields of :class:`MiddlewareOptions`, as the keyword arguments the framework
+    integrations take in its place (``Keyguard(manager, public_paths=["/health"])``):
+    typed, so that editors complete them and type checkers check them. Each means
+    what the field of the same name means."""
+
+    realm: str
+    public_paths: Collection[str]
+    public_prefixes: Collection[str]
+    optional: bool
+    environment: str | None
+    required_scopes: Collection[str]
+    require_https: bool
+    api_key_header: str | None
+    query_param_names: Collection[str]
+    max_form_bytes: int
+    rate_limit: Policy | str | None
+    route_limits: Mapping[str, Policy | str | Sequence[Policy | str]]
+    failure_limit: Policy | str | None
+    legacy_rate_limit_headers: bool
 
 
 def options_for(

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Unpack, cast
 
 try:
     from fastapi import FastAPI, HTTPException, WebSocketException
@@ -65,7 +65,7 @@ except ImportError as exc:  # pragma: no cover (the extra is installed in tests)
 from .._denials import Denial
 from .._http import Responder, Response
 from .._manager import AsyncKeyManager
-from .._options import MiddlewareOptions
+from .._options import MiddlewareOptions, MiddlewareOptionsFields
 from .._pipeline import MISSING_KEY, ShapedVerifier
 from .._records import Principal
 from .._types import ASGIApp, Receive, Scope, Send
@@ -226,8 +226,9 @@ class Keyguard(SecurityBase):
             the middleware put in the scope).
         limiter: An :class:`~keyguard.ratelimit.AsyncRateLimiter` for the
             options' rate limits (``MemoryRateLimiter``, ``RedisRateLimiter``).
-        options: A :class:`~keyguard.MiddlewareOptions`, or its fields as
-            keyword arguments.
+        options: A :class:`~keyguard.MiddlewareOptions`.
+        **kwargs: Or the fields of ``MiddlewareOptions`` as keyword arguments
+            (typed by :class:`~keyguard.MiddlewareOptionsFields`), not both.
         scheme_name: The security scheme's name in the OpenAPI document.
         description: Its description there.
         auto_error: When false, the dependency returns ``None`` for an
@@ -256,7 +257,7 @@ class Keyguard(SecurityBase):
         public_docs: bool = True,
         jwt_verifier: ShapedVerifier | None = None,
         authorization_server: AuthorizationServer | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[MiddlewareOptionsFields],
     ) -> None:
         if options is None:
             options = MiddlewareOptions(**kwargs)

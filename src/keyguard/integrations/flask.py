@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack, cast
 
 try:
     from flask import Flask, current_app, g, request
@@ -45,7 +45,7 @@ except ImportError as exc:  # pragma: no cover (the extra is installed in tests)
 from .._denials import Denial
 from .._http import Responder
 from .._manager import KeyManager
-from .._options import MiddlewareOptions
+from .._options import MiddlewareOptions, MiddlewareOptionsFields
 from .._pipeline import MISSING_KEY, ShapedVerifier
 from .._records import Principal
 from .._verify import scope_denial
@@ -73,8 +73,9 @@ class Keyguard:
         manager: The :class:`~keyguard.KeyManager`.
         limiter: A :class:`~keyguard.ratelimit.RateLimiter` for the options'
             rate limits (``MemoryRateLimiter``, ``RedisRateLimiter``).
-        options: A :class:`~keyguard.MiddlewareOptions`, or its fields as
-            keyword arguments.
+        options: A :class:`~keyguard.MiddlewareOptions`.
+        **kwargs: Or the fields of ``MiddlewareOptions`` as keyword arguments
+            (typed by :class:`~keyguard.MiddlewareOptionsFields`), not both.
         jwt_verifier: Also accept OAuth access tokens: a
             :class:`keyguard.oauth.JWTVerifier`, passed to the middleware.
         authorization_server: Serve this
@@ -97,7 +98,7 @@ class Keyguard:
         options: MiddlewareOptions | None = None,
         jwt_verifier: ShapedVerifier | None = None,
         authorization_server: AuthorizationServer | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[MiddlewareOptionsFields],
     ) -> None:
         if options is None:
             options = MiddlewareOptions(**kwargs)
