@@ -15,7 +15,14 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keyguard import DenialReason, KeyManager, MemoryRateLimiter, MiddlewareOptions, Principal
+from keyguard import (
+    Denial,
+    DenialReason,
+    KeyManager,
+    MemoryRateLimiter,
+    MiddlewareOptions,
+    Principal,
+)
 from keyguard._drive import drive_sync
 from keyguard._steps import Backends
 from keyguard.oauth import JWTVerifier, KeySet, SigningKey
@@ -349,3 +356,23 @@ def test_no_malformed_token_raises_or_passes(token: str) -> None:
     if token == GOOD:
         return
     assert not hasattr(result, "principal"), token
+
+
+@pytest.mark.parametrize(
+    ("url_char", "standard"),
+    [pytest.param("-", "+", id="minus"), pytest.param("_", "/", id="underscore")],
+)
+def test_a_signature_respelt_in_standard_base64_is_refused(
+    clock: FakeClock, url_char: str, standard: str
+) -> None:
+    # base64 decodes "-" and "+" (and "_" and "/") alike: a token would have several spellings.
+    verifier = _verifier(clock, check_clients=False)
+    token = _signed(clock)
+    while url_char not in token.rpartition(".")[2]:  # ES256 signatures differ every time
+        token = _signed(clock)
+    assert hasattr(drive_sync(verifier.verify(token), Backends()), "principal")
+    head, _, signature = token.rpartition(".")
+    respelt = f"{head}.{signature.replace(url_char, standard, 1)}"
+    denial = drive_sync(verifier.verify(respelt), Backends())
+    assert isinstance(denial, Denial)
+    assert denial.reason is DenialReason.INVALID_TOKEN

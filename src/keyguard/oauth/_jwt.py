@@ -70,8 +70,13 @@ def _invalid(detail: str, key_id: str | None = None) -> Denial:
 
 
 def _b64(segment: str) -> bytes:
-    """Strict base64url without padding (RFC 7515 §2): anything else is a ValueError."""
-    if len(segment) % 4 == 1:
+    """Strict base64url without padding (RFC 7515 §2): anything else is a ValueError.
+
+    ``b64decode`` maps the alternative characters onto ``+`` and ``/`` before it
+    checks, so those (and padding) are refused first: otherwise ``-`` and ``+``
+    would decode alike, and one token would have several spellings.
+    """
+    if len(segment) % 4 == 1 or "+" in segment or "/" in segment or "=" in segment:
         raise ValueError("not base64url")
     return base64.b64decode(segment + "=" * (-len(segment) % 4), altchars=b"-_", validate=True)
 
