@@ -137,14 +137,14 @@ def signing_keys() -> KeySet:
     return KeySet(keys[0], verify_only=keys[1:])
 
 
-def authorization_server(manager: Any, limiter: Any) -> AuthorizationServer:
+def authorization_server(manager: Any, limiter: Any, keys: KeySet) -> AuthorizationServer:
     """The token endpoint over the apps' key store: clients made with ``keyguard clients
     create`` get tokens for this API (the issuer is the audience too), limited by the
     apps' limiter (failed authentications per address, tokens per client)."""
     issuer = oauth_issuer()
     return AuthorizationServer(
         manager,
-        signing_keys(),
+        keys,
         issuer=issuer,
         audiences=[issuer],
         limiter=limiter,

@@ -33,6 +33,8 @@ from keyguard import AsyncKeyManager, Principal
 from keyguard.integrations.fastapi import Keyguard
 
 _billing.redact_server_logs()
+# Read before anything is opened: a bad key file stops the app holding no connection.
+signing_keys = _billing.signing_keys()
 manager = AsyncKeyManager(_billing.key_store(), hasher=_billing.hasher())
 limiter = _billing.limiter()
 keyguard = Keyguard(
@@ -41,7 +43,7 @@ keyguard = Keyguard(
     public_paths=_billing.PUBLIC_PATHS,
     rate_limit=_billing.rate_limit(),
     # Serves /oauth/token (and the metadata and JWKS); the routes accept its tokens.
-    authorization_server=_billing.authorization_server(manager, limiter),
+    authorization_server=_billing.authorization_server(manager, limiter, signing_keys),
 )
 
 

@@ -34,6 +34,8 @@ from keyguard.integrations.flask import Keyguard, require_scopes
 
 _billing.redact_server_logs()
 app = Flask(__name__)
+# Read before anything is opened: a bad key file stops the app holding no connection.
+signing_keys = _billing.signing_keys()
 manager = KeyManager(_billing.key_store(), hasher=_billing.hasher())
 limiter = _billing.limiter()
 Keyguard(
@@ -43,7 +45,7 @@ Keyguard(
     public_paths=_billing.PUBLIC_PATHS,
     rate_limit=_billing.rate_limit(),
     # Serves /oauth/token (and the metadata and JWKS); the routes accept its tokens.
-    authorization_server=_billing.authorization_server(manager, limiter),
+    authorization_server=_billing.authorization_server(manager, limiter, signing_keys),
 )
 # Flask has no shutdown hook: at exit, write the last-used times still pending, then close
 # the connections (atexit runs the last registered first).
