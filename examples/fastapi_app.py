@@ -33,9 +33,11 @@ from keyguard import AsyncKeyManager, Principal
 from keyguard.integrations.fastapi import Keyguard
 
 _billing.redact_server_logs()
-# Read before anything is opened: a bad key file stops the app holding no connection.
+# The configuration is read before anything is opened: a bad key file or pepper stops
+# the app holding no connection.
 signing_keys = _billing.signing_keys()
-manager = AsyncKeyManager(_billing.key_store(), hasher=_billing.hasher())
+hasher = _billing.hasher()
+manager = AsyncKeyManager(_billing.key_store(), hasher=hasher)
 limiter = _billing.limiter()
 keyguard = Keyguard(
     manager,

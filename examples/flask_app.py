@@ -34,9 +34,11 @@ from keyguard.integrations.flask import Keyguard, require_scopes
 
 _billing.redact_server_logs()
 app = Flask(__name__)
-# Read before anything is opened: a bad key file stops the app holding no connection.
+# The configuration is read before anything is opened: a bad key file or pepper stops
+# the app holding no connection.
 signing_keys = _billing.signing_keys()
-manager = KeyManager(_billing.key_store(), hasher=_billing.hasher())
+hasher = _billing.hasher()
+manager = KeyManager(_billing.key_store(), hasher=hasher)
 limiter = _billing.limiter()
 Keyguard(
     app,
