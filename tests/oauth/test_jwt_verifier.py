@@ -376,3 +376,17 @@ def test_a_signature_respelt_in_standard_base64_is_refused(
     denial = drive_sync(verifier.verify(respelt), Backends())
     assert isinstance(denial, Denial)
     assert denial.reason is DenialReason.INVALID_TOKEN
+
+
+def test_a_signature_with_its_unused_last_bits_set_is_refused(clock: FakeClock) -> None:
+    # 64 signature bytes take 86 base64url characters: the last one carries 2 unused bits.
+    verifier = _verifier(clock, check_clients=False)
+    token = _signed(clock)
+    head, _, signature = token.rpartition(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(signature[-1])
+    respelt = f"{head}.{signature[:-1]}{alphabet[last | 1]}"
+    assert respelt != token
+    denial = drive_sync(verifier.verify(respelt), Backends())
+    assert isinstance(denial, Denial)
+    assert denial.reason is DenialReason.INVALID_TOKEN

@@ -73,12 +73,16 @@ def _b64(segment: str) -> bytes:
     """Strict base64url without padding (RFC 7515 §2): anything else is a ValueError.
 
     ``b64decode`` maps the alternative characters onto ``+`` and ``/`` before it
-    checks, so those (and padding) are refused first: otherwise ``-`` and ``+``
-    would decode alike, and one token would have several spellings.
+    checks, so those (and padding) are refused first, and the last character's
+    unused bits must be zero: otherwise one token would have several spellings.
     """
     if len(segment) % 4 == 1 or "+" in segment or "/" in segment or "=" in segment:
         raise ValueError("not base64url")
-    return base64.b64decode(segment + "=" * (-len(segment) % 4), altchars=b"-_", validate=True)
+    decoded = base64.b64decode(segment + "=" * (-len(segment) % 4), altchars=b"-_", validate=True)
+    # The last character may carry unused bits: only the canonical spelling is the token.
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != segment.encode("ascii"):
+        raise ValueError("not canonical base64url")
+    return decoded
 
 
 def _number(value: object) -> bool:
