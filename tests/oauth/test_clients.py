@@ -119,8 +119,9 @@ async def test_clients_live_in_the_sql_store_unchanged(tmp_path: Any, clock: Fak
 
     store = SQLKeyStore(f"sqlite:///{tmp_path / 'keys.db'}")
     store.create_schema()
+    # Closed by the manager: it stops its last-used writer, which would open the store again.
+    manager = KeyManager(store, clock=clock)
     try:
-        manager = KeyManager(store, clock=clock)
         issued = manager.create_client("acme", scopes=["a"])
         assert manager.get(issued.key_id).kind == "oauth_client"
         assert [r.kind for r in manager.list("acme")] == ["oauth_client"]
@@ -132,4 +133,4 @@ async def test_clients_live_in_the_sql_store_unchanged(tmp_path: Any, clock: Fak
         )
         assert wsgi_call(app, request).status == 200
     finally:
-        store.close()
+        manager.close()
