@@ -7,7 +7,11 @@ measured side by side on the same machine, at the same moment.
 
 from __future__ import annotations
 
+import os
+import re
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -104,3 +108,28 @@ async def time_async_interleaved(
 def median_difference(samples: Sequence[float], baseline: Sequence[float]) -> float:
     """The median over rounds of ``sample - baseline``: the cost added, measured pairwise."""
     return statistics.median(a - b for a, b in zip(samples, baseline, strict=True))
+
+
+_COLLECTED = re.compile(rb"Collected : (\d+)")
+
+
+def callgrind_count(script: str, case: str, n: int) -> int:
+    """Instructions callgrind counts for ``python script case n`` (a fresh interpreter)."""
+    result = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            script,
+            case,
+            str(n),
+        ],
+        capture_output=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    found = _COLLECTED.search(result.stderr)
+    if found is None:
+        raise RuntimeError(f"callgrind printed no count for {case}: {result.stderr[-300:]!r}")
+    return int(found.group(1))

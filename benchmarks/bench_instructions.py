@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _harness import Row
+from _harness import Row, callgrind_count
 
 GROUP = "middleware (instr)"
 CASES = (
@@ -37,28 +35,10 @@ CASES = (
     "starlette",
     "starlette+slowapi",
 )
-_COLLECTED = re.compile(rb"Collected : (\d+)")
 
 
 def _count(case: str, requests: int) -> int:
-    result = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            sys.executable,
-            str(Path(__file__).resolve()),
-            case,
-            str(requests),
-        ],
-        capture_output=True,
-        check=True,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
-    )
-    found = _COLLECTED.search(result.stderr)
-    if found is None:
-        raise RuntimeError(f"callgrind printed no count for {case}: {result.stderr[-300:]!r}")
-    return int(found.group(1))
+    return callgrind_count(str(Path(__file__).resolve()), case, requests)
 
 
 def _per_request(case: str) -> float:

@@ -29,10 +29,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -40,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _harness import Row, median_difference, time_async_interleaved
+from _harness import Row, callgrind_count, median_difference, time_async_interleaved
 
 ISSUER = "https://auth.example.com"
 AUDIENCE = "https://api.example.com"
@@ -236,29 +234,11 @@ def rows() -> Iterator[Row]:
 
 # -- instructions, counted by callgrind (opt in) ------------------------------------------
 
-_COLLECTED = re.compile(rb"Collected : (\d+)")
 _COUNTED = ("endpoint", "sign", "key", "jwt-warm", "jwt-cold", "decode", "bare")
 
 
 def _count(case: str, n: int) -> int:
-    result = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            sys.executable,
-            str(Path(__file__).resolve()),
-            case,
-            str(n),
-        ],
-        capture_output=True,
-        check=True,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
-    )
-    found = _COLLECTED.search(result.stderr)
-    if found is None:
-        raise RuntimeError(f"callgrind printed no count for {case}: {result.stderr[-300:]!r}")
-    return int(found.group(1))
+    return callgrind_count(str(Path(__file__).resolve()), case, n)
 
 
 def _per_call(case: str) -> float:
