@@ -146,15 +146,23 @@ def admitted_headers(decision: RateLimitDecision, legacy: bool) -> list[tuple[st
 
 
 def admitted_raw_headers(decision: RateLimitDecision, legacy: bool) -> list[tuple[bytes, bytes]]:
-    """:func:`admitted_headers` as the byte pairs ASGI sends."""
+    """:func:`admitted_headers` as the byte pairs ASGI sends, from each policy's bytes."""
     states = decision.states
-    if legacy or len(states) != 1:
+    if legacy or not states:
         return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers_of(decision, legacy)]
-    policy, remaining, reset = states[0]
-    return [
-        (b"ratelimit-policy", policy._header_item_raw),
-        (b"ratelimit", b"%b%d;t=%d" % (policy._state_prefix_raw, remaining, math.ceil(reset))),
-    ]
+    ceil = math.ceil
+    if len(states) == 1:
+        policy, remaining, reset = states[0]
+        return [
+            (b"ratelimit-policy", policy._header_item_raw),
+            (b"ratelimit", b"%b%d;t=%d" % (policy._state_prefix_raw, remaining, ceil(reset))),
+        ]
+    items = []
+    values = []
+    for policy, remaining, reset in states:
+        items.append(policy._header_item_raw)
+        values.append(b"%b%d;t=%d" % (policy._state_prefix_raw, remaining, ceil(reset)))
+    return [(b"ratelimit-policy", b", ".join(items)), (b"ratelimit", b", ".join(values))]
 
 
 def limited_denial(decision: RateLimitDecision, legacy: bool, key_id: str | None) -> Denial:

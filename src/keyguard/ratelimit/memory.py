@@ -71,9 +71,18 @@ class MemoryRateLimiter:
 
     def hit(self, key: str, policies: Sequence[Policy], cost: int = 1) -> RateLimitDecision:
         """See :meth:`keyguard.ratelimit.RateLimiter.hit`."""
-        check_request(key, policies, cost)
-        if not policies:
-            return _NOTHING_APPLIES
+        # The middleware's hits (a key_id or an address, cost 1, one policy) are valid by
+        # construction: they skip the general check, which anything else gets.
+        if not (
+            key.__class__ is str
+            and key
+            and cost.__class__ is int
+            and cost == 1
+            and len(policies) == 1
+        ):
+            check_request(key, policies, cost)
+            if not policies:
+                return _NOTHING_APPLIES
         now_ms = int(self._clock() * 1000 + 0.5)
         with self._lock:
             keys = self._keys
@@ -93,19 +102,24 @@ class MemoryRateLimiter:
                     tats[policy.name] = tat
                 state = _new(PolicyState, (policy, remaining, reset_ms / 1000))
                 return _new(RateLimitDecision, (allowed, (state,), retry_ms / 1000, None))
-            # Several policies: each decided by check_one, then all or nothing (combine), as
-            # gcra.check does; in one plain loop, which costs less than comprehensions.
-            params = []
+            # Several policies: each decided by check_one, then all or nothing. When every
+            # policy admits the request (the common case) there is nothing to combine; when one
+            # refuses, gcra.combine reports them all as if it had not been made.
             results = []
+            allowed = True
             for policy in policies:
-                policy_params = policy._params
-                params.append(policy_params)
-                results.append(gcra.check_one(now_ms, cost, policy_params, tats.get(policy.name)))
-            allowed, retry_ms, results = gcra.combine(cost, params, results)
-            keep = allowed and cost
+                result = gcra.check_one(now_ms, cost, policy._params, tats.get(policy.name))
+                results.append(result)
+                if not result[0]:
+                    allowed = False
+            retry_ms = 0
+            if not allowed:
+                allowed, retry_ms, results = gcra.combine(
+                    cost, [policy._params for policy in policies], results
+                )
             states = []
-            for policy, result in zip(policies, results, strict=False):
-                if keep:
+            for policy, result in zip(policies, results, strict=True):
+                if allowed and cost:
                     tats[policy.name] = result[4]  # type: ignore[assignment]
                 states.append(_new(PolicyState, (policy, result[2], result[3] / 1000)))
         return _new(RateLimitDecision, (allowed, tuple(states), retry_ms / 1000, None))
