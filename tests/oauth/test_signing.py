@@ -116,3 +116,39 @@ def test_key_set_one_signs_all_verify() -> None:
     assert keys.get("nope") is None
     with pytest.raises(ValueError, match="share the kid"):
         KeySet(current, verify_only=[current])
+
+
+CLAIMS = {"iss": "https://auth.example.com", "sub": "c1", "aud": "https://api.example.com",
+          "iat": 1700000000, "exp": 1700000600, "scope": "a b", "owner": "Zoë \"q\" \\ \u2028",
+          "n": 1.5, "list": [1, "x"], "map": {"k": None, "t": True}}  # fmt: skip
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "EdDSA"])
+def test_deterministic_signatures_are_pyjwts_to_the_byte(algorithm: str) -> None:
+    key = SigningKey.generate(algorithm)  # type: ignore[arg-type]
+    expected = jwt.encode(
+        CLAIMS, key._private, algorithm=algorithm, headers={"typ": "at+jwt", "kid": key.kid}
+    )
+    assert key.sign(CLAIMS) == expected
+
+
+def test_es256_signs_pyjwts_header_and_payload_with_a_raw_r_s_signature() -> None:
+    key = SigningKey.generate("ES256")
+    expected = jwt.encode(
+        CLAIMS, key._private, algorithm="ES256", headers={"typ": "at+jwt", "kid": key.kid}
+    )
+    for _ in range(200):  # some r or s with a leading zero byte among them, most likely
+        token = key.sign(CLAIMS)
+        signing_input, _, signature = token.rpartition(".")
+        assert signing_input == expected.rpartition(".")[0]
+        assert len(signature) == 86  # 64 bytes, r || s (RFC 7518 §3.4), not DER
+        assert jwt.decode(token, key.public.pyjwk, algorithms=["ES256"], audience=CLAIMS["aud"],
+                          options={"verify_exp": False}) == CLAIMS  # fmt: skip
+        assert key.public.verify(signing_input.encode(), jwt.utils.base64url_decode(signature))
+
+
+def test_claims_that_are_a_mapping_but_not_a_dict_are_signed_alike() -> None:
+    from types import MappingProxyType
+
+    key = SigningKey.generate("EdDSA")
+    assert key.sign(MappingProxyType(CLAIMS)) == key.sign(CLAIMS)
