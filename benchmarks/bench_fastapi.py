@@ -15,7 +15,12 @@ difference with the bare route of a FastAPI app without keyguard.
   (``openapi_extra=keyguard.requires(...)``), checked after routing by the
   route class: the middleware and the check, no dependency;
 - keyguard's dependency, ``Security(keyguard, scopes=[...])``, which hands the
-  principal to the endpoint.
+  principal to the endpoint;
+- route scopes with a rate limit declared beside them
+  (``requires(..., limit=...)``), counted by the middleware before the app runs
+  (an in-memory limiter, a quota never reached), beside the same route limited by
+  ``route_limits`` instead: the difference is what matching the request to its
+  route costs.
 """
 
 # No "from __future__ import annotations": FastAPI must evaluate the local Depends(...).
@@ -38,6 +43,7 @@ def _apps() -> tuple[dict[str, Any], dict[str, list[tuple[bytes, bytes]]]]:
 
     from keyguard import AsyncKeyManager, Principal
     from keyguard.integrations.fastapi import Keyguard
+    from keyguard.ratelimit import MemoryRateLimiter
     from keyguard.stores import MemoryKeyStore
 
     reply = Response(b"[]", media_type="application/json")
@@ -90,13 +96,26 @@ def _apps() -> tuple[dict[str, Any], dict[str, list[tuple[bytes, bytes]]]]:
     ) -> Response:
         return reply
 
+    quota = "1000000000/second"  # never reached: every measured request is admitted
+    limiting = Keyguard(manager, limiter=MemoryRateLimiter(), route_limits={"GET /listed": quota})
+    limited = FastAPI()
+    limiting.init_app(limited)
+
+    @limited.get("/listed", openapi_extra=limiting.requires("billing:read"))
+    async def listed() -> Response:
+        return reply
+
+    @limited.get("/declared", openapi_extra=limiting.requires("billing:read", limit=quota))
+    async def declared() -> Response:
+        return reply
+
     common = [
         (b"host", b"api.example.com"),
         (b"user-agent", b"bench/1.0"),
         (b"accept", b"application/json"),
     ]
     with_key = [*common, (b"authorization", f"Bearer {issued.token}".encode())]
-    apps = {"plain": plain, "guarded": guarded}
+    apps = {"plain": plain, "guarded": guarded, "limited": limited}
     return apps, {"common": common, "with_key": with_key}
 
 
@@ -107,6 +126,8 @@ CASES = (
     ("open", "guarded", "/open", "with_key"),
     ("routed", "guarded", "/routed", "with_key"),
     ("security", "guarded", "/security", "with_key"),
+    ("listed", "limited", "/listed", "with_key"),
+    ("declared", "limited", "/declared", "with_key"),
 )
 
 
@@ -165,4 +186,17 @@ def rows() -> Iterator[Row]:
         "  Security(keyguard) minus one trivial dependency",
         median_difference(measured["security"], measured["trivial"]),
         note="target <= 4",
+    )
+    yield Row(
+        GROUP, "overhead: keyguard, route scopes + route_limits (memory limiter)", added["listed"]
+    )
+    yield Row(
+        GROUP,
+        "overhead: keyguard, route scopes + declared limit (requires(limit=...))",
+        added["declared"],
+    )
+    yield Row(
+        GROUP,
+        "  declared limit minus the same limit in route_limits",
+        median_difference(measured["declared"], measured["listed"]),
     )

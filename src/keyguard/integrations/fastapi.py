@@ -44,7 +44,7 @@ the middleware: token requests need no key and no public path. Unless
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar, Unpack, cast
 
@@ -71,7 +71,17 @@ from .._records import Principal
 from .._types import ASGIApp, Receive, Scope, Send
 from .._verify import scope_denial
 from ..asgi import PRINCIPAL_SCOPE_KEY, KeyguardMiddleware
-from ..ratelimit import AsyncRateLimiter
+from ..ratelimit import AsyncRateLimiter, Policy
+from ._route_limits import (
+    EXTENSION,
+    DeclaredRouteLimits,
+    checked_names,
+    declaration,
+    declared_json,
+    flat_routes,
+    method_tables,
+    route_table,
+)
 
 if TYPE_CHECKING:
     from ..oauth import AuthorizationServer
@@ -191,7 +201,7 @@ def _routes(routes: list[Any]) -> Iterator[Any]:
 class _FastAPIMiddleware(KeyguardMiddleware):
     """The middleware of :meth:`Keyguard.init_app`; built by Starlette at the first request,
     when every route is declared, it refuses to serve when a route declares keyguard scopes
-    that nothing would check."""
+    that nothing would check, and counts the rate limits routes declare."""
 
     def __init__(
         self,
@@ -215,6 +225,41 @@ class _FastAPIMiddleware(KeyguardMiddleware):
                     f"openapi_extra, but nothing checks them: declare it after "
                     f"Keyguard.init_app(app), or in APIRouter(route_class=keyguard.route_class)"
                 )
+        self._count_declared_limits(fastapi_app)
+
+    def _count_declared_limits(self, fastapi_app: FastAPI) -> None:
+        entries = route_table(list(fastapi_app.routes))
+        declared = [entry for entry in entries if entry[3]]
+        if not declared:
+            return
+        limits = self.pipeline.limits
+        if limits is None:
+            methods, _, template, _ = declared[0]
+            raise RuntimeError(
+                f"route {' '.join([*sorted(methods or ()), template])!r} declares a rate "
+                f"limit, but the middleware has no limiter to count it: "
+                f"Keyguard(limiter=MemoryRateLimiter()) or another AsyncRateLimiter"
+            )
+        names = checked_names(entries, self.options)
+        self.pipeline.limits = DeclaredRouteLimits(
+            limits.options, limits._monotonic, method_tables(entries), names
+        )
+
+
+def _name_declared_limits(schema: dict[str, Any], app: FastAPI) -> None:
+    """Show each declared rate limit in the OpenAPI document with the name the
+    middleware counts it under (a string spec is named after its route)."""
+    paths = schema.get("paths", {})
+    for route in flat_routes(list(app.routes)):
+        if not isinstance(getattr(route, "openapi_extra", None), Mapping):
+            continue
+        shown = declared_json(route)
+        if shown is None:
+            continue
+        for method in route.methods or ():
+            operation = paths.get(route.path_format, {}).get(method.lower())
+            if operation is not None and EXTENSION in operation:
+                operation[EXTENSION] = shown
 
 
 class Keyguard(SecurityBase):
@@ -280,23 +325,49 @@ class Keyguard(SecurityBase):
             "KeyguardRoute", (KeyguardRoute,), {"keyguard": self, "__module__": __name__}
         )
 
-    def requires(self, *scopes: str) -> dict[str, Any]:
+    def requires(
+        self, *scopes: str, limit: Policy | str | Sequence[Policy | str] | None = None
+    ) -> dict[str, Any]:
         """The ``openapi_extra`` of a route that needs a key with ``scopes`` (none: any key).
 
         ``@app.get("/invoices", openapi_extra=keyguard.requires("billing:read"))``: the
         route's OpenAPI security requirement, checked by the route after routing
         (see :class:`KeyguardRoute`). Merge it with other ``openapi_extra`` as a dict.
+        ``limit=`` also declares the route's rate limits, as :meth:`limit` does.
 
         Raises:
             TypeError: A scope is not a string (``requires(["a"])`` for ``requires("a")``).
-            ValueError: A scope is empty or has a space.
+            ValueError: A scope is empty or has a space; a limit is malformed.
         """
         for scope in scopes:
             if not isinstance(scope, str):
                 raise TypeError(f"requires takes scopes as arguments: got {scope!r}")
             if not scope or any(c.isspace() for c in scope):
                 raise ValueError(f"a scope must be a non-empty string without spaces: {scope!r}")
-        return {"security": [{self.scheme_name: sorted(set(scopes))}]}
+        extra: dict[str, Any] = {"security": [{self.scheme_name: sorted(set(scopes))}]}
+        if limit is not None:
+            given = [limit] if isinstance(limit, Policy | str) else list(limit)
+            extra.update(declaration(given))
+        return extra
+
+    def limit(self, *policies: Policy | str) -> dict[str, Any]:
+        """The ``openapi_extra`` of a route limited to ``policies``, beside the key's own.
+
+        ``@app.post("/invoices", openapi_extra=keyguard.limit("10/minute"))``: the
+        middleware counts each request to the route against these policies and the
+        key's (or the default) policy at once, all or nothing, before the app runs,
+        as it counts ``route_limits``; the OpenAPI operation shows them as
+        ``x-keyguard-rate-limits``. A string becomes a policy named after the route
+        (``"POST-invoices"``); name one with ``Policy.parse("10/minute", name=...)``.
+        Merge it with :meth:`requires` as dicts, or pass ``requires(..., limit=...)``.
+        The middleware needs a limiter (``Keyguard(limiter=...)``): without one it
+        refuses to start. A route needs no keyguard route class for its limits.
+
+        Raises:
+            TypeError: A policy is neither a ``Policy`` nor a string.
+            ValueError: No policy, a malformed spec, or two policies of the same name.
+        """
+        return declaration(policies)
 
     def scopes_of(self, openapi_extra: Mapping[str, Any] | None) -> frozenset[str] | None:
         """The scopes ``openapi_extra`` requires of this scheme, or None when it names none.
@@ -371,6 +442,7 @@ class Keyguard(SecurityBase):
             if self.scheme_name not in schemes:
                 scheme = jsonable_encoder(self.model, by_alias=True, exclude_none=True)
                 schemes[self.scheme_name] = scheme
+            _name_declared_limits(schema, app)
             return schema
 
         app.openapi = openapi  # type: ignore[method-assign]
