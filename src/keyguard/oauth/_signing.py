@@ -30,8 +30,7 @@ import binascii
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from json.encoder import encode_basestring_ascii
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -75,33 +74,6 @@ _URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 _ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())
 _PKCS1V15: Final = padding.PKCS1v15()
 _SHA256: Final = hashes.SHA256()
-
-
-def _compact_json_encoder() -> Callable[[dict[str, Any]], str]:
-    """``_COMPACT.encode`` for a dict, without the C encoder it builds on every call.
-
-    The C encoder is made once, without the circular-reference check (claims are
-    plain data, never self-referential); where CPython's ``_json`` is missing,
-    this is ``_COMPACT.encode`` itself.
-    """
-    make_encoder = getattr(json.encoder, "c_make_encoder", None)  # not in typeshed
-    if make_encoder is None:  # pragma: no cover (CPython always has _json)
-        return _COMPACT.encode
-    encoder = make_encoder(
-        None,  # no circular-reference markers
-        _COMPACT.default,
-        encode_basestring_ascii,
-        None,  # no indent
-        ":",
-        ",",
-        False,  # sort_keys
-        False,  # skipkeys
-        False,  # allow_nan
-    )
-    return lambda document: "".join(encoder(document, 0))
-
-
-_compact_json: Final = _compact_json_encoder()
 
 
 def _b64url_bytes(data: bytes) -> bytes:
@@ -296,7 +268,7 @@ class SigningKey:
                 _COMPACT.encode({"alg": self.algorithm, "kid": self.kid, "typ": typ}).encode()
             )
         document = claims if type(claims) is dict else dict(claims)
-        signing_input = header + b"." + _b64url_bytes(_compact_json(document).encode("ascii"))
+        signing_input = header + b"." + _b64url_bytes(_COMPACT.encode(document).encode("ascii"))
         signature = self._signer(self._private, signing_input)
         return (signing_input + b"." + _b64url_bytes(signature)).decode("ascii")
 
