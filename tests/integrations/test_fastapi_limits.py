@@ -1,10 +1,8 @@
 """Rate limits declared beside FastAPI routes: counted by the middleware before the app runs,
 all or nothing with the key's policy, shown in the OpenAPI document."""
 
-import socket
 import subprocess
 import sys
-import time
 import warnings
 from functools import partial
 from pathlib import Path
@@ -20,6 +18,7 @@ from keyguard.integrations.fastapi import Keyguard
 from keyguard.ratelimit import MemoryRateLimiter
 from keyguard.stores import MemoryKeyStore
 from keyguard.testing import FakeClock
+from tests._services import free_port, wait_until_listening
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for httpx2 in its test client; httpx is what is installed here.
@@ -323,24 +322,14 @@ def test_a_bad_limit_fails_where_it_is_declared(
 
 @pytest.mark.slow
 def test_a_declared_limit_under_uvicorn() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "uvicorn", "tests.integrations.limited_app:app"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     root = Path(__file__).resolve().parents[2]
     process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(base + "/health", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("uvicorn did not start")
-                time.sleep(0.1)
+        wait_until_listening(port)
         with httpx.Client(base_url=base) as client:
             statuses = [client.get(f"/invoices/{i}").status_code for i in range(4)]
             refused = client.get("/invoices/9")
