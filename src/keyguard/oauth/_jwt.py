@@ -57,12 +57,14 @@ _MAX_TOKEN: Final = 8 * 1024
 
 
 def _digest(token: str) -> bytes:
-    """The memo key of a token: its SHA-256 digest, so the memo never holds a token.
+    """The memo key of a token: its BLAKE2b digest, so the memo never holds a token.
 
-    SHA-256 rather than the key memo's BLAKE2s: on a JWT-sized input (hundreds
-    of bytes) it is the cheaper of the two where the CPU has SHA instructions.
+    BLAKE2b rather than the key memo's BLAKE2s: on a JWT-sized input (hundreds of
+    bytes) it is the cheaper of the two, and both cost far less than ``hashlib.sha256``,
+    whose every call goes through OpenSSL's digest set-up (about 19,000 instructions for
+    a 480-byte token, against 9,000).
     """
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+    return hashlib.blake2b(token.encode("utf-8", "surrogatepass")).digest()
 
 
 def _invalid(detail: str, key_id: str | None = None) -> Denial:
@@ -100,7 +102,7 @@ class _VerifiedTokens:
     An entry is (what was proven, the monotonic deadline, the token's scopes).
     """
 
-    __slots__ = ("_entries", "_lock", "max_size")
+    __slots__ = ("_entries", "_lock", "get", "max_size")
 
     def __init__(self, max_size: int) -> None:
         if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
@@ -108,12 +110,13 @@ class _VerifiedTokens:
         self.max_size = max_size
         self._entries: OrderedDict[bytes, tuple[Verified, float, frozenset[str]]] = OrderedDict()
         self._lock = threading.Lock()
+        #: What is remembered for a digest, or None: the dict's own ``get``, as it runs on
+        #: every request.
+        self.get = self._entries.get
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, digest: bytes) -> tuple[Verified, float, frozenset[str]] | None:
-        return self._entries.get(digest)
 
     def remember(
         self, digest: bytes, verified: Verified, deadline: float, scopes: frozenset[str]
