@@ -117,7 +117,6 @@ class _VerifiedTokens:
     def __len__(self) -> int:
         return len(self._entries)
 
-
     def remember(
         self, digest: bytes, verified: Verified, deadline: float, scopes: frozenset[str]
     ) -> None:
