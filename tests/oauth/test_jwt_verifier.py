@@ -166,6 +166,29 @@ async def test_the_memo_spares_the_signature_until_the_token_expires(clock: Fake
     assert "expired" in expired.json()["detail"]
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("part", [0, 1], ids=["header", "claims"])
+async def test_a_remembered_signature_over_other_parts_is_another_token(
+    clock: FakeClock, part: int
+) -> None:
+    harness = OAuthHarness("wsgi", clock)
+    client_id, secret = harness.client()
+    token = await _token(harness, client_id, secret)
+    verifier = _verifier(clock)
+    call, _ = api("wsgi", harness.store, clock, verifier)
+    assert (await call(bearer(token))).status == 200
+    # Without the signing key only the memo could let a token through.
+    verifier.keys = KeySet(SigningKey.generate())
+    assert (await call(bearer(token))).status == 200
+    parts = token.split(".")
+    decoded = json.loads(base64.urlsafe_b64decode(parts[part] + "=" * (-len(parts[part]) % 4)))
+    decoded["x"] = "1"  # the same signature, over a header or claims it never signed
+    parts[part] = _b64(json.dumps(decoded).encode())
+    forged = await call(bearer(".".join(parts)))
+    assert forged.status == 401
+    assert (await call(bearer(token))).status == 200  # the remembered token is still there
+
+
 def test_the_memo_is_bounded(clock: FakeClock) -> None:
     store = MemoryKeyStore()
     manager = KeyManager(store, clock=clock)
