@@ -31,7 +31,6 @@ import re
 import secrets
 from collections.abc import Collection, Iterable, Sequence
 from datetime import timedelta
-from json.encoder import encode_basestring_ascii
 from typing import Any, Final
 from urllib.parse import unquote_plus, urlsplit
 
@@ -740,7 +739,7 @@ def _issue(
     # character, would cost as much as the rest of this function.
     body = (
         f'{{"access_token":"{token}","token_type":"Bearer",'
-        f'"expires_in":{max(expires - issued_at, 0)},"scope":{encode_basestring_ascii(scope)}}}'
+        f'"expires_in":{max(expires - issued_at, 0)},"scope":{json.dumps(scope)}}}'
     ).encode("ascii")
     return OAuthResponse(
         200,
