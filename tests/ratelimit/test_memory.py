@@ -82,3 +82,22 @@ def test_a_policy_object_reused_after_another_is_freed() -> None:
         assert decision.allowed
         assert decision.states[0].remaining == 0
         del policy, decision
+
+
+def test_a_tuple_of_policies_checked_once_still_has_each_call_checked() -> None:
+    limiter = MemoryRateLimiter()
+    policies = (Policy("minute", quota=5, window=60), Policy("hour", quota=50, window=3600))
+    assert limiter.hit("k", policies).allowed  # checked here, then trusted for its names
+    with pytest.raises(ValueError, match="cost"):
+        limiter.hit("k", policies, -1)
+    with pytest.raises(ValueError, match="non-empty"):
+        limiter.hit("", policies)
+    clashing = (policies[0], Policy("minute", quota=9, window=9))
+    for _ in range(2):  # a refused tuple is never remembered as checked
+        with pytest.raises(ValueError, match="share a name"):
+            limiter.hit("k", clashing)
+    listed = [policies[0], Policy("minute", quota=9, window=9)]
+    for _ in range(2):  # nor is a list, which could change
+        with pytest.raises(ValueError, match="share a name"):
+            limiter.hit("k", listed)
+    assert [s.remaining for s in limiter.hit("k", policies).states] == [3, 48]
