@@ -26,9 +26,9 @@ The modules, each importing only those below it (none imports this package)::
     _main       main(): parse, run the handler, print errors
     _parser     build_parser(): every command and option, with help text
     _offline    generate, check, hash
-    _clients    clients create|list|show|revoke|rotate (on _store's helpers)
+    _records    keys create|list|show|revoke|rotate|import, clients create|list|show|revoke|rotate
     _oauth      oauth keygen
-    _store      db init, keys create|list|show|revoke|rotate|import
+    _store      db init; opening the store, its errors, the revocation broadcast
     _demo       demo (and demo --tour): serves _demo_app on localhost
     _demo_app   the demo's billing API on FastAPI (imported only when the demo runs)
     _tokens     a token given where a key_id belongs is refused, never printed

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, NoReturn
 
-from . import _clients, _demo, _oauth, _offline, _store
+from . import _demo, _oauth, _offline, _records, _store
 from ._tokens import hide_secrets
 
 __all__ = ["DISTRIBUTION_NAMES", "build_parser", "duration", "installed_version"]
@@ -170,22 +170,22 @@ def _add_store_commands(sub: Any) -> None:
     )
     create.add_argument("--expires-in", type=duration, help="lifetime, such as 30d or 12h")
     create.add_argument("--rate-limit", help="per-key limit, such as 100/minute")
-    create.set_defaults(handler=_store.keys_create)
+    create.set_defaults(handler=_records.keys_create)
 
     lst = keys_sub.add_parser(
         "list", help="list API keys (never their hashes; OAuth clients: clients list)"
     )
     lst.add_argument("--owner", help="only this owner's keys")
-    lst.set_defaults(handler=_store.keys_list)
+    lst.set_defaults(handler=_records.keys_list)
 
     show = keys_sub.add_parser("show", help="show one key")
     _add_key_id(show)
-    show.set_defaults(handler=_store.keys_show)
+    show.set_defaults(handler=_records.keys_show)
 
     revoke = keys_sub.add_parser("revoke", help="revoke a key at once")
     _add_key_id(revoke)
     _add_broadcast_options(revoke)
-    revoke.set_defaults(handler=_store.keys_revoke)
+    revoke.set_defaults(handler=_records.keys_revoke)
 
     rotate = keys_sub.add_parser("rotate", help="issue a replacement; the old key expires later")
     _add_key_id(rotate)
@@ -193,7 +193,7 @@ def _add_store_commands(sub: Any) -> None:
         "--grace", type=duration, default=timedelta(hours=24), help="old key's overlap (24h)"
     )
     _add_broadcast_options(rotate)
-    rotate.set_defaults(handler=_store.keys_rotate)
+    rotate.set_defaults(handler=_records.keys_rotate)
 
     imp = keys_sub.add_parser("import", help="store a key made elsewhere, by its existing hash")
     imp.add_argument("--key-id", required=True, help="the key's public identifier")
@@ -207,7 +207,7 @@ def _add_store_commands(sub: Any) -> None:
         "--scope", action="append", default=[], help="a granted scope (repeat for more)"
     )
     imp.add_argument("--expires-in", type=duration, help="lifetime from now, such as 30d or 12h")
-    imp.set_defaults(handler=_store.keys_import)
+    imp.set_defaults(handler=_records.keys_import)
 
     for parser in (create, lst, show, revoke, rotate, imp):
         _add_store_options(parser)
@@ -246,22 +246,22 @@ def _add_client_commands(sub: Any) -> None:
     create.add_argument(
         "--rate-limit", help="limit of its API requests with tokens, such as 100/minute"
     )
-    create.set_defaults(handler=_clients.clients_create)
+    create.set_defaults(handler=_records.clients_create)
 
     lst = clients_sub.add_parser("list", help="list clients (never their hashes)")
     lst.add_argument("--owner", help="only this owner's clients")
-    lst.set_defaults(handler=_clients.clients_list)
+    lst.set_defaults(handler=_records.clients_list)
 
     show = clients_sub.add_parser("show", help="show one client")
     _add_client_id(show)
-    show.set_defaults(handler=_clients.clients_show)
+    show.set_defaults(handler=_records.clients_show)
 
     revoke = clients_sub.add_parser(
         "revoke", help="revoke a client at once: no more tokens, and its tokens are refused"
     )
     _add_client_id(revoke)
     _add_broadcast_options(revoke)
-    revoke.set_defaults(handler=_clients.clients_revoke)
+    revoke.set_defaults(handler=_records.clients_revoke)
 
     rotate = clients_sub.add_parser(
         "rotate", help="issue a replacement client; the old one expires later"
@@ -271,7 +271,7 @@ def _add_client_commands(sub: Any) -> None:
         "--grace", type=duration, default=timedelta(hours=24), help="old client's overlap (24h)"
     )
     _add_broadcast_options(rotate)
-    rotate.set_defaults(handler=_clients.clients_rotate)
+    rotate.set_defaults(handler=_records.clients_rotate)
 
     for parser in (create, lst, show, revoke, rotate):
         _add_store_options(parser)
