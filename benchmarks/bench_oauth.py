@@ -166,10 +166,12 @@ def samples() -> dict[str, list[float]]:
     keys = setup["keys"]
     public = keys.signing.public.pyjwk
     private = keys.signing._private
-    claims = {**setup["claims"], "jti": "x"}
+    # The endpoint's claims and header: a jti as long as its own, the key's real kid.
+    claims = {**setup["claims"], "jti": "x" * 22}
+    headers = {"typ": "at+jwt", "kid": keys.signing.kid}
 
     async def sign() -> None:
-        jwt.encode(claims, private, algorithm="ES256", headers={"typ": "at+jwt", "kid": "k"})
+        jwt.encode(claims, private, algorithm="ES256", headers=headers)
 
     async def decode() -> None:
         jwt.decode(tokens[0], public, algorithms=["ES256"], audience=AUDIENCE, issuer=ISSUER)

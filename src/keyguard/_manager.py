@@ -398,7 +398,8 @@ class KeyManager(_KeyOperations):
             token costs no parse and no hash while the store returns the same
             record (the memory store, or a :class:`CachedKeyStore`). Any change
             to the key gives a new record and so a full check. ``False`` turns
-            it off.
+            it off, and with it the authorization server's memo of client
+            secrets, which keeps the same rules.
         slow_hashes: Where slow hashes (the bcrypt or argon2 hashes of
             imported keys) are verified: at most two at once by default, and
             under :class:`AsyncKeyManager` in worker threads, so the event

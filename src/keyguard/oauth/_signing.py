@@ -262,13 +262,19 @@ class SigningKey:
         directly. What ``jwt.encode`` does besides the signature costs about as
         much as the rest of a token request.
         """
+        document = claims if type(claims) is dict else dict(claims)
+        return self._sign_payload(_COMPACT.encode(document).encode("ascii"), typ)
+
+    def _sign_payload(self, payload: bytes, typ: str) -> str:
+        """The compact JWS of ``payload``: claims already written as one compact JSON
+        object, in ASCII (the token endpoint writes its claims itself, each string escaped
+        by ``json.dumps``)."""
         header = self._headers.get(typ)
         if header is None:
             header = self._headers[typ] = _b64url_bytes(
                 _COMPACT.encode({"alg": self.algorithm, "kid": self.kid, "typ": typ}).encode()
             )
-        document = claims if type(claims) is dict else dict(claims)
-        signing_input = header + b"." + _b64url_bytes(_COMPACT.encode(document).encode("ascii"))
+        signing_input = header + b"." + _b64url_bytes(payload)
         signature = self._signer(self._private, signing_input)
         return (signing_input + b"." + _b64url_bytes(signature)).decode("ascii")
 
