@@ -25,6 +25,7 @@ from keyguard import (
 )
 from keyguard.stores import CachedKeyStore, MemoryKeyStore
 from keyguard.testing import FakeClock
+from tests._hashers import CountingHasher
 
 
 class SyncFacade:
@@ -62,16 +63,6 @@ class CountingStore(MemoryKeyStore):
         if self.fail is not None:
             raise self.fail
         return super().get(key_id)
-
-
-class CountingHasher(HmacSecretHasher):
-    def __init__(self) -> None:
-        super().__init__()
-        self.verifies = 0
-
-    def verify(self, secret: str, stored: str) -> bool:
-        self.verifies += 1
-        return super().verify(secret, stored)
 
 
 Factory = Callable[..., Env]

@@ -11,7 +11,6 @@ from keyguard import (
     AsyncKeyManager,
     Denial,
     DenialReason,
-    HmacSecretHasher,
     KeyManager,
     Principal,
     TokenMemo,
@@ -19,16 +18,7 @@ from keyguard import (
 from keyguard._verify import token_digest
 from keyguard.stores import MemoryKeyStore
 from keyguard.testing import FakeClock
-
-
-class CountingHasher(HmacSecretHasher):
-    def __init__(self) -> None:
-        super().__init__()
-        self.verifies = 0
-
-    def verify(self, secret: str, stored: str) -> bool:
-        self.verifies += 1
-        return super().verify(secret, stored)
+from tests._hashers import CountingHasher
 
 
 def _manager(**options: Any) -> tuple[KeyManager, CountingHasher, FakeClock]:

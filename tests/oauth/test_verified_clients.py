@@ -10,28 +10,19 @@ from typing import Any
 import jwt
 import pytest
 
-from keyguard import AsyncKeyManager, Denial, HmacSecretHasher, KeyManager, checksum
+from keyguard import AsyncKeyManager, Denial, KeyManager, checksum
 from keyguard._verify import token_digest
 from keyguard.oauth import AuthorizationServer
 from keyguard.oauth.asgi import AuthorizationServerApp
 from keyguard.oauth.wsgi import AuthorizationServerWSGIApp
 from keyguard.stores import MemoryKeyStore
 from keyguard.testing import FakeClock
+from tests._hashers import CountingHasher
 from tests._http_drivers import Reply, Request, asgi_call, wsgi_call
 from tests.oauth._harness import AUDIENCE, ISSUER, KEYS, basic, token_request
 
 KINDS = ["asgi", "wsgi"]
 GRANT = {"grant_type": "client_credentials"}
-
-
-class CountingHasher(HmacSecretHasher):
-    def __init__(self) -> None:
-        super().__init__()
-        self.verifies = 0
-
-    def verify(self, secret: str, stored: str) -> bool:
-        self.verifies += 1
-        return super().verify(secret, stored)
 
 
 class Endpoint:
