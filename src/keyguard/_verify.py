@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -34,6 +33,7 @@ from ._hashing import SecretHasher, VerifiedSecretCache, warn_unreadable_hash
 from ._keys import KeyFormat, ParsedKey, parse_key
 from ._last_used import LastUsedRecorder
 from ._logsafe import failures
+from ._memo import BoundedMemo
 from ._records import CLIENT_HASH_MARK, KeyChanges, KeyRecord, Principal
 from ._steps import GetKey, UpdateKey
 
@@ -405,7 +405,7 @@ class KeyVerifier:
         return record if upgraded is None else upgraded
 
 
-class TokenMemo:
+class TokenMemo(BoundedMemo[bytes, tuple["KeyVerifier", Verified]]):
     """Remembers which token verified against which record, so a repeat costs no parse or hash.
 
     An entry maps the digest of a token (:func:`token_digest`; never the token)
@@ -423,34 +423,14 @@ class TokenMemo:
         ValueError: ``max_size`` is not a whole number of at least 1.
     """
 
-    __slots__ = ("_entries", "_lock", "get", "max_size")
+    __slots__ = ()
 
     def __init__(self, max_size: int = 10_000) -> None:
-        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
-            raise ValueError(f"max_size must be a whole number of at least 1, got {max_size!r}")
-        self.max_size = max_size
-        self._entries: OrderedDict[bytes, tuple[KeyVerifier, Verified]] = OrderedDict()
-        self._lock = threading.Lock()
-        #: The verifier and result remembered for a digest, or None: the dict's own ``get``,
-        #: as it runs on every request.
-        self.get = self._entries.get
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __repr__(self) -> str:
-        return f"TokenMemo(size={len(self)}, max_size={self.max_size})"
+        super().__init__(max_size)
 
     def remember(self, digest: bytes, verifier: KeyVerifier, verified: Verified) -> None:
-        entries = self._entries
-        with self._lock:
-            entries[digest] = (verifier, verified)
-            if len(entries) > self.max_size:
-                entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+        """Remember that the token of ``digest`` proved ``verified`` to ``verifier``."""
+        self.put(digest, (verifier, verified))
 
 
 def token_digest(token: str) -> bytes:

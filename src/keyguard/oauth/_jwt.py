@@ -32,8 +32,6 @@ import binascii
 import hashlib
 import json
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Collection
 from typing import Any, Final
 
@@ -41,6 +39,7 @@ from .._clock import SYSTEM_CLOCK, Clock
 from .._denials import Denial, DenialReason
 from .._drive import Flow
 from .._errors import StorageError
+from .._memo import BoundedMemo
 from .._records import CLIENT_HASH_MARK, KeyRecord, Principal
 from .._steps import GetKey
 from .._verify import Verified, store_unavailable
@@ -99,30 +98,17 @@ def _shown(value: object) -> str:
     return repr(value)[:40]
 
 
-class _VerifiedTokens:
+class _VerifiedTokens(BoundedMemo[bytes, tuple[str, Verified, float, frozenset[str]]]):
     """Tokens that verified, by the digest of their signature, until they expire.
-    Bounded; O(1) eviction.
 
     An entry is (the signed header and claims, what was proven, the monotonic
     deadline, the token's scopes).
     """
 
-    __slots__ = ("_entries", "_lock", "get", "max_size")
+    __slots__ = ()
 
     def __init__(self, max_size: int) -> None:
-        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
-            raise ValueError(f"memo_size must be a whole number of at least 1, got {max_size!r}")
-        self.max_size = max_size
-        self._entries: OrderedDict[bytes, tuple[str, Verified, float, frozenset[str]]] = (
-            OrderedDict()
-        )
-        self._lock = threading.Lock()
-        #: What is remembered for a digest, or None: the dict's own ``get``, as it runs on
-        #: every request.
-        self.get = self._entries.get
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        super().__init__(max_size, argument="memo_size")
 
     def remember(
         self,
@@ -132,15 +118,7 @@ class _VerifiedTokens:
         deadline: float,
         scopes: frozenset[str],
     ) -> None:
-        entries = self._entries
-        with self._lock:
-            entries[digest] = (signed, verified, deadline, scopes)
-            if len(entries) > self.max_size:
-                entries.popitem(last=False)
-
-    def forget(self, digest: bytes) -> None:
-        with self._lock:
-            self._entries.pop(digest, None)
+        self.put(digest, (signed, verified, deadline, scopes))
 
 
 class JWTVerifier:

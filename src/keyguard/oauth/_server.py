@@ -31,8 +31,6 @@ import json
 import logging
 import re
 import secrets
-import threading
-from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
 from datetime import timedelta
 from typing import Any, Final
@@ -44,6 +42,7 @@ from .._errors import MalformedKeyError, SecretTooLongError, StorageError
 from .._hashing import warn_unreadable_hash
 from .._keys import parse_key
 from .._limits import RateLimits, failure_flow, headers_of
+from .._memo import BoundedMemo
 from .._options import DEFAULT_FAILURE_LIMIT, MiddlewareOptions
 from .._pipeline import _SECURE_SCHEMES, _is_local
 from .._records import CLIENT_HASH_MARK, KeyChanges, KeyRecord
@@ -166,7 +165,7 @@ class TokenRequest:
         return f"TokenRequest({self.method!r}, client={self.client!r})"
 
 
-class VerifiedClients:
+class VerifiedClients(BoundedMemo[bytes, KeyRecord]):
     """Which client secret verified against which client record, so a repeat costs no parse
     or hash: the rules of the API keys' :class:`~keyguard.TokenMemo`.
 
@@ -178,27 +177,11 @@ class VerifiedClients:
     a cache) never hits. Only successes are remembered; the oldest entry goes first.
     """
 
-    __slots__ = ("_entries", "_lock", "get", "max_size")
-
-    def __init__(self, max_size: int) -> None:
-        self.max_size = max_size
-        self._entries: OrderedDict[bytes, KeyRecord] = OrderedDict()
-        self._lock = threading.Lock()
-        #: The record remembered for a digest, or None: the dict's own ``get``.
-        self.get = self._entries.get
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __repr__(self) -> str:
-        return f"VerifiedClients(size={len(self)}, max_size={self.max_size})"
+    __slots__ = ()
 
     def remember(self, digest: bytes, record: KeyRecord) -> None:
-        entries = self._entries
-        with self._lock:
-            entries[digest] = record
-            if len(entries) > self.max_size:
-                entries.popitem(last=False)
+        """Remember that the secret of ``digest`` verified against ``record``."""
+        self.put(digest, record)
 
 
 def _json(
