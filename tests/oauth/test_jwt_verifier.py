@@ -280,6 +280,10 @@ BAD_TOKENS = [
         "unknown key", id="other-key",
     ),
     pytest.param(lambda c: "a.b.c", "header", id="three-garbage-parts"),
+    # Anything with a dot is no key, so it is the JWT verifier's to refuse.
+    pytest.param(lambda c: _signed(c).rpartition(".")[0], "compact JWS", id="two-parts"),
+    pytest.param(lambda c: _signed(c) + ".e30", "compact JWS", id="four-parts"),
+    pytest.param(lambda c: "sk_live_x.y", "compact JWS", id="key-like-with-a-dot"),
     pytest.param(lambda c: "x" * 9000 + ".a.b", "longer", id="too-long"),
 ]  # fmt: skip
 
