@@ -54,11 +54,12 @@ AUDIENCE = "https://api.example.com"
 KEYS = KeySet(SigningKey.generate())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _listening_socket() -> socket.socket:
+    """A socket bound to a free port, handed to the server: no other process can take the
+    port between choosing it and serving on it."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 async def _asgi_api(scope: Any, receive: Any, send: Any) -> None:
@@ -108,24 +109,23 @@ def _stack(kind: str, base: str, store: MemoryKeyStore) -> Any:
 
 @pytest.fixture(params=["uvicorn", "waitress"])
 def served(request: pytest.FixtureRequest) -> Iterator[Served]:
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
+    sock = _listening_socket()
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
     store = MemoryKeyStore()
     app = _stack(request.param, base, store)
     if request.param == "uvicorn":
         import uvicorn
 
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-        )
+        config = uvicorn.Config(app, log_level="warning", lifespan="off")
         server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         stop = lambda: setattr(server, "should_exit", True)  # noqa: E731
     else:
         from waitress.server import create_server
 
-        wserver = create_server(app, host="127.0.0.1", port=port, threads=2)
+        sock.listen()
+        wserver = create_server(app, sockets=[sock], threads=2)
         thread = threading.Thread(target=wserver.run, daemon=True)
         thread.start()
         stop = wserver.close
@@ -143,6 +143,7 @@ def served(request: pytest.FixtureRequest) -> Iterator[Served]:
     finally:
         stop()
         thread.join(10)
+        sock.close()
 
 
 @pytest.mark.slow
