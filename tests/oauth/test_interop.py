@@ -120,15 +120,33 @@ def served(request: pytest.FixtureRequest) -> Iterator[Served]:
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
-        stop = lambda: setattr(server, "should_exit", True)  # noqa: E731
+
+        def stop() -> None:
+            server.should_exit = True
+
     else:
         from waitress.server import create_server
 
         sock.listen()
         wserver = create_server(app, sockets=[sock], threads=2)
-        thread = threading.Thread(target=wserver.run, daemon=True)
+        stopping = threading.Event()
+
+        def serve() -> None:
+            try:
+                wserver.run()
+            except OSError:
+                # stop() closes the sockets from the test's thread, which races this
+                # thread's select() on them (EBADF); an OSError before that is a failure.
+                if not stopping.is_set():
+                    raise
+
+        thread = threading.Thread(target=serve, daemon=True)
         thread.start()
-        stop = wserver.close
+
+        def stop() -> None:
+            stopping.set()
+            wserver.close()
+
     deadline = time.monotonic() + 10
     while True:
         try:
