@@ -3,16 +3,20 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# pip constraints for the install (`pip install -c`); test-floors sets it. A venv built with
+# them is upgraded to everything else's newest, as a fresh one would be.
+CONSTRAINTS ?=
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | cksum | cut -d' ' -f1)
 
-.PHONY: test test-pythons lint typecheck pytest dist docs docs-serve demo bench clean
+.PHONY: test test-pythons test-floors lint typecheck pytest dist docs docs-serve demo bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
 	@# Before 0.1 the distribution was named keyguard: its editable install would linger.
 	@$(BIN)/python -m pip uninstall --quiet --yes keyguard >/dev/null 2>&1 || true
-	$(BIN)/python -m pip install --quiet -e '.[all,testing]' --group dev
+	$(BIN)/python -m pip install --quiet -e '.[all,testing]' --group dev \
+	  $(if $(CONSTRAINTS),--upgrade -c $(CONSTRAINTS))
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -60,6 +64,12 @@ test-pythons:
 	  echo "== $$name: $$py"; \
 	  $(MAKE) --no-print-directory pytest PYTHON=$$py VENV=.venvs/$$name || exit 1; \
 	done
+
+# The suite with each extra's dependencies at the oldest release pyproject.toml allows (the
+# pins of .ci/floors.txt; the dev tools and everything else at their newest), in .venvs/floors
+# on the default Python. CI runs it: a floor the code has outgrown fails there.
+test-floors:
+	$(MAKE) --no-print-directory pytest VENV=.venvs/floors CONSTRAINTS=.ci/floors.txt
 
 demo: $(STAMP)
 	$(BIN)/keyguard demo $(DEMO_ARGS)

@@ -42,12 +42,8 @@ import redis.asyncio.cluster
 import redis.cluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
-
-try:  # redis-py 7 and later
-    from redis.maint_notifications import MaintNotificationsConfig
-except ImportError:  # pragma: no cover - older redis-py has no maintenance notifications
-    MaintNotificationsConfig = None  # type: ignore[assignment,misc]
 
 __all__ = ["LoopDeadline", "RedisTarget", "async_client", "redis_target", "sync_client"]
 
@@ -100,8 +96,7 @@ def redis_target(url: str) -> RedisTarget:
 
 
 def _maintenance_off() -> dict[str, Any]:
-    if MaintNotificationsConfig is None:  # pragma: no cover - older redis-py
-        return {}
+    # Every client takes the setting from redis-py 8.1 on, the extra's floor.
     return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 
