@@ -123,17 +123,26 @@ def _servers_replaced(served: list[Any]) -> Iterator[None]:
 
 
 def _close_resources(namespace: dict[str, Any]) -> None:
-    """Close the managers and limiters a program left open, as its exit would."""
+    """Close the managers and limiters a program left open, as its exit would.
+
+    The managers first: a manager stops its last-used writer before it closes its store.
+    A store closed under a writer still running (a program's ``store`` comes before its
+    ``manager``) would lose the connection that writer holds to the garbage collector,
+    unclosed."""
     from keyguard import AsyncKeyManager, KeyManager
 
+    managers = [v for v in namespace.values() if isinstance(v, KeyManager | AsyncKeyManager)]
+    for manager in managers:
+        if isinstance(manager, KeyManager):
+            atexit.unregister(manager.close)
+            manager.close()
+        else:
+            asyncio.run(manager.aclose())
     for value in namespace.values():
-        if isinstance(value, KeyManager):
-            atexit.unregister(value.close)
-            value.close()
-        elif isinstance(value, AsyncKeyManager):
-            asyncio.run(value.aclose())
-        elif type(value).__module__.startswith("keyguard.") and callable(
-            getattr(value, "close", None)
+        if (
+            not any(value is manager for manager in managers)
+            and type(value).__module__.startswith("keyguard.")
+            and callable(getattr(value, "close", None))
         ):
             atexit.unregister(value.close)
             value.close()

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from keyguard import MiddlewareOptions
+from keyguard import KeyManager, MiddlewareOptions
 from keyguard.cli import build_parser
+from keyguard.stores import MemoryKeyStore
 from tests import readme_examples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,3 +133,28 @@ def test_the_complete_programs_of_a_page_run(page: Path, tmp_path: Path) -> None
     pytest.importorskip("sqlalchemy")
     outcomes = readme_examples.run_page(page, tmp_path, titled_only=True)
     assert outcomes
+
+
+def test_a_program_s_managers_are_closed_before_its_stores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A program names its store before its manager; the runner closes the manager first,
+    which stops the last-used writer before the store goes: a store closed under a running
+    writer leaves the connection the writer holds to the garbage collector, unclosed."""
+    store = MemoryKeyStore()
+    manager = KeyManager(store)
+    closed: list[str] = []
+    close_store, close_manager = store.close, manager.close
+
+    def store_closes() -> None:
+        closed.append("store")
+        close_store()
+
+    def manager_closes() -> None:
+        closed.append("manager")
+        close_manager()
+
+    monkeypatch.setattr(store, "close", store_closes)
+    monkeypatch.setattr(manager, "close", manager_closes)
+    readme_examples._close_resources({"store": store, "manager": manager})
+    assert closed[:2] == ["manager", "store"]
