@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -389,3 +390,35 @@ def test_warm_cache_request_runs_no_sql(any_store: SQLKeyStore) -> None:
             assert manager.authenticate(issued.token)
     assert counter.statements == []
     manager.close()
+
+
+def test_a_connection_in_use_when_the_store_closes_is_closed_not_left_to_the_gc(
+    sqlite_url: str, sqlite_store: SQLKeyStore
+) -> None:
+    """close() disposes the pool; an operation still running then (another thread's, a
+    last-used write at shutdown) must close its connection rather than hand it back to the
+    disposed pool, which would leave it open until the garbage collector finds it."""
+
+    record = sample_record()
+    sqlite_store.add(record)
+    checked_out: list[Any] = []
+    sa.event.listen(sqlite_store.engine, "checkout", lambda dbapi, *_: checked_out.append(dbapi))
+    blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the write below waits for this lock
+    revoked: list[Any] = []
+    writer = threading.Thread(
+        target=lambda: revoked.append(sqlite_store.revoke(record.key_id, datetime.now(UTC)))
+    )
+    writer.start()
+    deadline = time.monotonic() + 5
+    while not checked_out and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # the writer is waiting on the lock, its connection checked out
+    sqlite_store.close()
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    writer.join(10)
+    assert revoked, "the revoke did not finish"
+    assert revoked[0].revoked_at is not None  # the operation itself succeeded
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        checked_out[0].execute("SELECT 1")

@@ -27,8 +27,8 @@ import asyncio
 import math
 import os
 import threading
-from collections.abc import Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
@@ -276,6 +276,9 @@ class SQLKeyStore:
         self._async_engine: Any = None
         self._async_reader: Any = None
         self._engine_lock = threading.Lock()
+        #: How many times close() or aclose() ran: an operation that sees it change was
+        #: running when its engine was disposed, and closes its connection itself.
+        self._closings = 0
         self._watchdog = Watchdog()
         self._build_statements()
 
@@ -511,33 +514,47 @@ class SQLKeyStore:
 
     # -- sync ---------------------------------------------------------------------------
 
-    def _run(self, operation: str, flow: Flow[T], *, write: bool, timeout: float) -> T:
+    @contextmanager
+    def _accounted(self, operation: str) -> Iterator[None]:
+        """One operation for the circuit: admitted (or refused while it is open), and
+        reported as what it proved about the database; a driver error leaves it as a
+        one-line :class:`StorageError`."""
         probe = self._admit()
         try:
-            engine = self.engine if write else self._read_engine
-            with engine.connect() as conn:
-                alarm = self._arm(conn.connection, timeout)
-                try:
-                    if write:
-                        with conn.begin():
-                            result = drive_sync(flow, conn)
-                    else:
-                        result = drive_sync(flow, conn)
-                finally:
-                    if alarm is not None and self._watchdog.disarm(alarm):
-                        conn.invalidate()  # cut at its deadline: never back into the pool
+            yield
         except Exception as exc:
             failure = self._failure(operation, exc)
             self._report(probe, failure)
             if failure is exc:
                 raise
             raise failure from failure.__cause__
-        except BaseException:  # interrupted: proves nothing about the database
+        except BaseException:  # interrupted or cancelled: proves nothing about the database
             if self.circuit is not None:
                 self.circuit.abandoned(probe)
             raise
         self._report(probe, None)
-        return result
+
+    def _spent(self, alarm: Alarm | None, closings: int) -> bool:
+        """Whether the connection of an operation that began at ``closings`` must not go
+        back to a pool: cut at its deadline, or its engine was disposed meanwhile (the
+        pool it would go back to is gone, and would leave it for the garbage collector)."""
+        cut = alarm is not None and self._watchdog.disarm(alarm)
+        return cut or self._closings != closings
+
+    def _run(self, operation: str, flow: Flow[T], *, write: bool, timeout: float) -> T:
+        with self._accounted(operation):
+            closings = self._closings
+            engine = self.engine if write else self._read_engine
+            with engine.connect() as conn:
+                alarm = self._arm(conn.connection, timeout)
+                try:
+                    if write:
+                        with conn.begin():
+                            return drive_sync(flow, conn)
+                    return drive_sync(flow, conn)
+                finally:
+                    if self._spent(alarm, closings):
+                        conn.invalidate()
 
     def get(self, key_id: str) -> KeyRecord | None:
         """Return the record for ``key_id`` or ``None``: one query on the primary key."""
@@ -606,6 +623,7 @@ class SQLKeyStore:
     def close(self) -> None:
         """Close the sync engine's connections and stop the watchdog thread.
         Async users call :meth:`aclose`."""
+        self._closings += 1
         if self._engine is not None:
             self._engine.dispose()
             self._engine = self._reader = None
@@ -614,32 +632,19 @@ class SQLKeyStore:
     # -- async --------------------------------------------------------------------------
 
     async def _arun(self, operation: str, flow: Flow[T], *, write: bool, timeout: float) -> T:
-        probe = self._admit()
-        try:
+        with self._accounted(operation):
+            closings = self._closings
             engine = self.async_engine if write else self._async_read_engine
             async with engine.connect() as conn:
                 alarm = self._arm(await conn.get_raw_connection(), timeout)
                 try:
                     if write:
                         async with conn.begin():
-                            result = await drive_async(flow, conn)
-                    else:
-                        result = await drive_async(flow, conn)
+                            return await drive_async(flow, conn)
+                    return await drive_async(flow, conn)
                 finally:
-                    if alarm is not None and self._watchdog.disarm(alarm):
+                    if self._spent(alarm, closings):
                         await conn.invalidate()
-        except Exception as exc:
-            failure = self._failure(operation, exc)
-            self._report(probe, failure)
-            if failure is exc:
-                raise
-            raise failure from failure.__cause__
-        except BaseException:  # cancelled: proves nothing about the database
-            if self.circuit is not None:
-                self.circuit.abandoned(probe)
-            raise
-        self._report(probe, None)
-        return result
 
     async def aget(self, key_id: str) -> KeyRecord | None:
         """See :meth:`get`."""
@@ -690,6 +695,7 @@ class SQLKeyStore:
 
     async def aclose(self) -> None:
         """Close the connections of both engines and stop the watchdog thread."""
+        self._closings += 1
         if self._async_engine is not None:
             await self._async_engine.dispose()
             self._async_engine = self._async_reader = None
