@@ -22,6 +22,7 @@ from ._errors import StorageError
 from ._options import MiddlewareOptions
 from ._steps import HitLimit
 from .ratelimit import Policy, RateLimitDecision, applicable_policies, rate_limit_headers
+from .ratelimit._base import DistinctPolicies
 
 __all__ = [
     "RateLimits",
@@ -73,7 +74,7 @@ class RateLimits:
                 path,
                 path if path.endswith("/") else path + "/",
                 own,
-                applicable_policies(self.default, None, own),
+                DistinctPolicies(applicable_policies(self.default, None, own)),
             )
             for method, path, own in options._routes
         )

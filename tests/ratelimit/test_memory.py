@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from keyguard.ratelimit import AsyncRateLimiter, MemoryRateLimiter, Policy, RateLimiter
+from keyguard.ratelimit._base import DistinctPolicies
 from keyguard.testing import FakeClock
 
 POLICY = Policy("default", quota=2, window=60)
@@ -84,20 +85,21 @@ def test_a_policy_object_reused_after_another_is_freed() -> None:
         del policy, decision
 
 
-def test_a_tuple_of_policies_checked_once_still_has_each_call_checked() -> None:
+def test_distinct_policies_are_checked_when_made_and_each_hit_still_checks_key_and_cost() -> None:
     limiter = MemoryRateLimiter()
-    policies = (Policy("minute", quota=5, window=60), Policy("hour", quota=50, window=3600))
-    assert limiter.hit("k", policies).allowed  # checked here, then trusted for its names
+    minute, hour = Policy("minute", quota=5, window=60), Policy("hour", quota=50, window=3600)
+    clash = Policy("minute", quota=9, window=9)
+    with pytest.raises(ValueError, match="share a name"):
+        DistinctPolicies((minute, clash))
+    policies = DistinctPolicies((minute, hour))
+    assert policies == (minute, hour)
+    assert limiter.hit("k", policies).allowed
     with pytest.raises(ValueError, match="cost"):
         limiter.hit("k", policies, -1)
     with pytest.raises(ValueError, match="non-empty"):
         limiter.hit("", policies)
-    clashing = (policies[0], Policy("minute", quota=9, window=9))
-    for _ in range(2):  # a refused tuple is never remembered as checked
-        with pytest.raises(ValueError, match="share a name"):
-            limiter.hit("k", clashing)
-    listed = [policies[0], Policy("minute", quota=9, window=9)]
-    for _ in range(2):  # nor is a list, which could change
-        with pytest.raises(ValueError, match="share a name"):
-            limiter.hit("k", listed)
+    for clashing in ((minute, clash), [minute, clash]):  # a plain tuple or list: every hit
+        for _ in range(2):
+            with pytest.raises(ValueError, match="share a name"):
+                limiter.hit("k", clashing)
     assert [s.remaining for s in limiter.hit("k", policies).states] == [3, 48]

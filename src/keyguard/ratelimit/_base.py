@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from ._policy import Policy
@@ -10,6 +10,7 @@ from ._policy import Policy
 __all__ = [
     "AsyncRateLimiter",
     "BackendErrorMode",
+    "DistinctPolicies",
     "PolicyState",
     "RateLimitDecision",
     "RateLimiter",
@@ -108,6 +109,32 @@ class AsyncRateLimiter(Protocol):
         ...
 
 
+def _check_names(policies: Sequence[Policy]) -> None:
+    if len(policies) > 1 and len({p.name for p in policies}) != len(policies):
+        raise ValueError(
+            "two policies of one request share a name; names identify the stored state "
+            f"and the header entries, so they must differ: {[p.name for p in policies]}"
+        )
+
+
+class DistinctPolicies(tuple[Policy, ...]):
+    """Policies whose names differ, checked once, when made.
+
+    A tuple cannot change, so a limiter given one need not check the names
+    again on every hit (the middleware makes one per route, once).
+
+    Raises:
+        ValueError: Two policies share a name.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, policies: Iterable[Policy]) -> DistinctPolicies:
+        made = super().__new__(cls, policies)
+        _check_names(made)
+        return made
+
+
 def check_request(key: object, policies: Sequence[Policy], cost: object) -> None:
     """The argument checks every limiter makes before counting anything.
 
@@ -118,8 +145,4 @@ def check_request(key: object, policies: Sequence[Policy], cost: object) -> None
         raise ValueError("a rate-limit key must be a non-empty string (a key_id or an address)")
     if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
         raise ValueError(f"cost must be a whole number of at least 0, got {cost!r}")
-    if len(policies) > 1 and len({p.name for p in policies}) != len(policies):
-        raise ValueError(
-            "two policies of one request share a name; names identify the stored state "
-            f"and the header entries, so they must differ: {[p.name for p in policies]}"
-        )
+    _check_names(policies)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from . import gcra
-from ._base import PolicyState, RateLimitDecision, check_request
+from ._base import DistinctPolicies, PolicyState, RateLimitDecision, check_request
 from ._policy import Policy
 
 __all__ = ["MemoryRateLimiter"]
@@ -61,8 +61,6 @@ class MemoryRateLimiter:
         #: Per key, the stored TAT of each policy (by name), least recently used first.
         self._keys: OrderedDict[str, dict[str, tuple[int, int]]] = OrderedDict()
         self._lock = threading.Lock()
-        #: The last tuple of several policies found valid (distinct names).
-        self._checked: Sequence[Policy] | None = None
 
     def __repr__(self) -> str:
         return f"MemoryRateLimiter(keys={len(self._keys)}, max_keys={self._max_keys})"
@@ -73,21 +71,19 @@ class MemoryRateLimiter:
 
     def hit(self, key: str, policies: Sequence[Policy], cost: int = 1) -> RateLimitDecision:
         """See :meth:`keyguard.ratelimit.RateLimiter.hit`."""
-        # The middleware's hits (a key_id or an address, cost 1, one policy or a route's tuple
-        # checked at its first hit) are valid by construction: they skip the general check,
-        # which anything else gets. A tuple of policies cannot change once checked.
+        # The middleware's hits (a key_id or an address, cost 1, one policy or a route's
+        # DistinctPolicies, whose names were checked when it was made) are valid by
+        # construction: they skip the general check, which anything else gets.
         if not (
             key.__class__ is str
             and key
             and cost.__class__ is int
             and cost == 1
-            and (len(policies) == 1 or policies is self._checked)
+            and (len(policies) == 1 or policies.__class__ is DistinctPolicies)
         ):
             check_request(key, policies, cost)
             if not policies:
                 return _NOTHING_APPLIES
-            if policies.__class__ is tuple:
-                self._checked = policies
         now_ms = int(self._clock() * 1000 + 0.5)
         lock = self._lock
         lock.acquire()  # not `with`: the same, for half the cost on every request
