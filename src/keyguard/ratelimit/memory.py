@@ -96,42 +96,41 @@ class MemoryRateLimiter:
                     keys.popitem(last=False)
             else:
                 keys.move_to_end(key)
-            if len(policies) == 1:
-                policy = policies[0]
-                allowed, retry_ms, remaining, reset_ms, tat, _ = gcra.check_one(
-                    now_ms, cost, policy._params, tats.get(policy.name)
+            # The common case, every policy admitting the request, in one pass that stores
+            # each new state as it goes; a refusal puts back what was stored before it, and
+            # the request is decided again, in full, by gcra.check.
+            states = []
+            replaced = []
+            for policy in policies:
+                before = tats.get(policy.name)
+                allowed, _, remaining, reset_ms, tat, _ = gcra.check_one(
+                    now_ms, cost, policy._params, before
                 )
+                if not allowed:
+                    break
                 if tat is not None:
                     tats[policy.name] = tat
-                state = _new(PolicyState, (policy, remaining, reset_ms / 1000))
-                return _new(RateLimitDecision, (allowed, (state,), retry_ms / 1000, None))
-            # Several policies: each decided by check_one, then all or nothing. When every
-            # policy admits the request (the common case) their states are those reported and
-            # stored; when one refuses, gcra.combine reports them all as if it had not been made.
-            results = []
-            states = []
-            allowed = True
-            for policy in policies:
-                result = gcra.check_one(now_ms, cost, policy._params, tats.get(policy.name))
-                results.append(result)
-                states.append(_new(PolicyState, (policy, result[2], result[3] / 1000)))
-                if not result[0]:
-                    allowed = False
-            if allowed:
-                if cost:
-                    for policy, result in zip(policies, results, strict=True):
-                        tats[policy.name] = result[4]  # type: ignore[assignment]
+                replaced.append(before)
+                states.append(_new(PolicyState, (policy, remaining, reset_ms / 1000)))
+            else:
                 return _new(RateLimitDecision, (True, tuple(states), 0.0, None))
-            _, retry_ms, results = gcra.combine(
-                cost, [policy._params for policy in policies], results
+            for policy, before in zip(policies, replaced):  # noqa: B905 (the admitting ones)
+                if before is None:
+                    tats.pop(policy.name, None)
+                else:
+                    tats[policy.name] = before
+            outcome = gcra.check(
+                now_ms, cost, [p._params for p in policies], [tats.get(p.name) for p in policies]
             )
-            states = [
-                _new(PolicyState, (policy, result[2], result[3] / 1000))
-                for policy, result in zip(policies, results, strict=True)
-            ]
         finally:
             lock.release()
-        return _new(RateLimitDecision, (False, tuple(states), retry_ms / 1000, None))
+        refused = tuple(
+            [
+                _new(PolicyState, (policy, result[2], result[3] / 1000))
+                for policy, result in zip(policies, outcome.results, strict=True)
+            ]
+        )
+        return _new(RateLimitDecision, (False, refused, outcome.retry_ms / 1000, None))
 
     async def ahit(self, key: str, policies: Sequence[Policy], cost: int = 1) -> RateLimitDecision:
         """See :meth:`hit`; no I/O, so it completes without yielding to the event loop."""
