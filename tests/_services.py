@@ -54,6 +54,9 @@ class PostgresServer:
     hangs: connections stay open, nothing answers), :meth:`thaw` continues them.
     """
 
+    #: Ports tried when the one picked was taken before the server bound it.
+    ATTEMPTS = 5
+
     def __init__(self) -> None:
         initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
         if initdb is None or pg_ctl is None:
@@ -66,8 +69,11 @@ class PostgresServer:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="keyguard-pg-"))
         self.data = self.dir / "data"
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
         self._frozen = False
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *command: str) -> None:
         argv = list(command)
@@ -78,17 +84,30 @@ class PostgresServer:
             raise RuntimeError(f"{command[0]} failed ({done.returncode}):\n{done.stderr}")
 
     def start(self) -> None:
+        """initdb, then start the server; a port taken meanwhile by another process (it was
+        free when picked) is traded for another, up to :attr:`ATTEMPTS` times."""
         if self._user is not None:
             shutil.chown(self.dir, self._user)
         self._run(self._initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-N")
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        self._run(
-            self._pg_ctl, "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"),
-            "-w", "-t", "30", "start",
-        )  # fmt: skip
+        log = self.dir / "log"
+        for _ in range(self.ATTEMPTS):
+            options = (
+                f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            )
+            try:
+                self._run(
+                    self._pg_ctl, "-D", str(self.data), "-o", options, "-l", str(log),
+                    "-w", "-t", "30", "start",
+                )  # fmt: skip
+            except RuntimeError:
+                if "could not bind" not in log.read_text(errors="replace"):
+                    raise
+                log.unlink()
+                self.port = free_port()
+            else:
+                return
+        raise RuntimeError(f"no free port for PostgreSQL after {self.ATTEMPTS} attempts")
 
     def _pids(self) -> list[int]:
         """The postmaster and every process it started."""

@@ -42,40 +42,66 @@ def redis_binary(name: str) -> str:
 
 
 class RedisServer:
-    """A private redis-server on its own port, for tests that stop, pause or restart Redis."""
+    """A private redis-server on its own port, for tests that stop, pause or restart Redis.
+
+    The port is picked free, but another process may take it before the server binds it.
+    The first :meth:`start` then moves to another port; a restart keeps its port (clients
+    hold the URL), and a server answers ready only when it is this process.
+    """
+
+    #: Ports tried by a first start whose port was taken meanwhile.
+    ATTEMPTS = 5
 
     def __init__(self, tmp_path: Path) -> None:
         self.binary = redis_binary("redis-server")
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
         self.dir = tmp_path
         self.process: subprocess.Popen[bytes] | None = None
         self.paused = False
+        self._started = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.dir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        for _ in range(1 if self._started else self.ATTEMPTS):
+            self.process = subprocess.Popen(
+                [
+                    self.binary,
+                    "--port", str(self.port),
+                    "--bind", "127.0.0.1",
+                    "--save", "",
+                    "--appendonly", "no",
+                    "--dir", str(self.dir),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            if self._ready(self.process):
+                self._started = True
+                return
+            self.process.kill()
+            self.process.wait(timeout=10)
+            if not self._started:
+                self.port = free_port()
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def _ready(self, process: subprocess.Popen[bytes]) -> bool:
+        """Whether ``process`` serves the port, polled until it does, exits or 10 s pass."""
+        expected = f"process_id:{process.pid}\r\n".encode()
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and process.poll() is None:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
+                    sock.sendall(b"INFO server\r\n")
+                    # A reply of another server (the port was taken) is never this process's.
+                    if expected in sock.recv(65536):
+                        return True
             except OSError:
                 pass
             time.sleep(0.02)  # readiness poll of a server we just started
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
+        return False
 
     def pause(self) -> None:
         """SIGSTOP: connections are accepted by the kernel and never answered."""
