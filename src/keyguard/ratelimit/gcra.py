@@ -47,6 +47,7 @@ __all__ = [
     "Params",
     "Result",
     "check",
+    "check_costs",
     "check_one",
     "combine",
     "cost_error",
@@ -86,6 +87,17 @@ def cost_error(cost: int, policy: Params) -> ValueError:
         f"a request of cost {cost} can never pass policy {policy.name!r} "
         f"(burst {policy.capacity // policy.window_ms})"
     )
+
+
+def check_costs(cost: int, policies: Sequence[Params]) -> None:
+    """Refuse, before anything is counted, a ``cost`` above the burst of any of ``policies``.
+
+    Raises:
+        ValueError: ``cost`` exceeds a policy's burst (:func:`cost_error`).
+    """
+    for policy in policies:
+        if cost * policy.window_ms > policy.capacity:
+            raise cost_error(cost, policy)
 
 
 def check_one(now_ms: int, cost: int, policy: Params, tat: tuple[int, int] | None) -> Result:

@@ -84,6 +84,9 @@ class MemoryRateLimiter:
             check_request(key, policies, cost)
             if not policies:
                 return _NOTHING_APPLIES
+            # The loop below stores as it goes: a cost no policy could ever admit (only a
+            # cost above 1 can be one) must be refused before it starts.
+            gcra.check_costs(cost, [policy._params for policy in policies])
         now_ms = int(self._clock() * 1000 + 0.5)
         lock = self._lock
         lock.acquire()  # not `with`: the same, for half the cost on every request

@@ -497,9 +497,7 @@ class RedisRateLimiter:
         if not policies:
             return RateLimitDecision(True, ())
         params = [gcra.params(p) for p in policies]
-        for p in params:
-            if cost * p.window_ms > p.capacity:
-                raise gcra.cost_error(cost, p)
+        gcra.check_costs(cost, params)
         generation = self._generation
         if self._failing:
             now = self._monotonic()
