@@ -341,6 +341,8 @@ BAD_RATE_LIMIT_REQUESTS: Final[dict[str, tuple[object, tuple[Policy, ...], objec
     "cost_not_whole": ("k", (SOME_POLICY,), 1.0),
     "cost_a_bool": ("k", (SOME_POLICY,), True),
     "cost_above_burst": ("k", (SOME_POLICY,), 4),
+    # SOME_POLICY would admit a cost of 2: the refusal must not count it there either.
+    "cost_above_a_later_policys_burst": ("k", (SOME_POLICY, Policy("one", quota=1, window=1)), 2),
     "duplicate_policy_names": ("k", (SOME_POLICY, Policy("some", quota=9, window=9)), 1),
 }
 

@@ -103,14 +103,3 @@ def test_distinct_policies_are_checked_when_made_and_each_hit_still_checks_key_a
             with pytest.raises(ValueError, match="share a name"):
                 limiter.hit("k", clashing)
     assert [s.remaining for s in limiter.hit("k", policies).states] == [3, 48]
-
-
-def test_a_cost_one_policy_can_never_admit_counts_nothing_against_the_others() -> None:
-    """All or nothing holds for an error too: the policies decided before the one whose
-    burst is below the cost keep their state."""
-    clock = FakeClock()
-    limiter = MemoryRateLimiter(clock=clock.monotonic)
-    roomy, tight = Policy("roomy", quota=10, window=60), Policy("tight", quota=1, window=60)
-    with pytest.raises(ValueError, match="can never pass policy 'tight'"):
-        limiter.hit("k", [roomy, tight], cost=2)
-    assert limiter.hit("k", [roomy], cost=0).states[0].remaining == 10

@@ -201,13 +201,3 @@ def test_bad_configuration(client: redis.Redis, kwargs: dict[str, object], messa
 def test_needs_a_client() -> None:
     with pytest.raises(ValueError, match=r"give a redis\.Redis client"):
         RedisRateLimiter(on_backend_error="open")
-
-
-def test_a_cost_one_policy_can_never_admit_counts_nothing_against_the_others(
-    client: redis.Redis, redis_prefix: str
-) -> None:
-    limiter = RedisRateLimiter(client, on_backend_error="closed", prefix=redis_prefix)
-    roomy, tight = Policy("roomy", quota=10, window=60), Policy("tight", quota=1, window=60)
-    with pytest.raises(ValueError, match="can never pass policy 'tight'"):
-        limiter.hit("k", [roomy, tight], cost=2)
-    assert limiter.hit("k", [roomy], cost=0).states[0].remaining == 10
