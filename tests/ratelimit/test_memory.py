@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from keyguard.ratelimit import AsyncRateLimiter, MemoryRateLimiter, Policy, RateLimiter
 from keyguard.ratelimit._base import DistinctPolicies
 from keyguard.testing import FakeClock
+
+from .test_gcra import reference_hits, run
 
 POLICY = Policy("default", quota=2, window=60)
 
@@ -103,3 +106,41 @@ def test_distinct_policies_are_checked_when_made_and_each_hit_still_checks_key_a
             with pytest.raises(ValueError, match="share a name"):
                 limiter.hit("k", clashing)
     assert [s.remaining for s in limiter.hit("k", policies).states] == [3, 48]
+
+
+def test_the_largest_fractions_are_stored_exactly() -> None:
+    """The limiter keeps each TAT in one int. At the largest a Policy allows (burst x window
+    + quota up to 2**50) a stored fraction of a millisecond needs 49 bits, and the limiter
+    still decides exactly as gcra.check."""
+    half = 2**49
+    checked = [
+        Policy("widest", quota=half, window=0.001, burst=half),
+        Policy("odd", quota=half - 3, window=0.001, burst=half + 2),
+    ]
+    # (ms since the previous request, cost): fractions just below the quota, then the edges.
+    schedule = [(0, half - 5), (0, 0), (0, 4), (0, 1), (0, 1), (1, half - 1), (3, 7), (0, half)]
+    got = [d for _, _, d in run(schedule, checked)]
+    assert got == list(reference_hits(schedule, checked))
+    assert [d.allowed for d in got] == [True, True, True, True, False, True, True, False]
+
+
+def test_a_hit_leaves_nothing_for_the_garbage_collector() -> None:
+    """A known key's hit stores ints in an untracked dict, so 100,000 keys in use never fill
+    the collector's young generation (which walks it all at its next collection)."""
+    limiter = MemoryRateLimiter()
+    policies = DistinctPolicies((POLICY, Policy("hour", quota=10**6, window=3600)))
+    keys = [f"key-{i}" for i in range(1000)]
+    for key in keys:
+        limiter.hit(key, policies)
+    gc.collect()
+    gc.disable()
+    try:
+        young = len(gc.get_objects(0))
+        for _ in range(3):
+            for key in keys:
+                limiter.hit(key, policies, cost=0)
+                limiter.hit(key, policies)  # admitted until the 2-per-minute policy refuses
+        grown = len(gc.get_objects(0)) - young
+    finally:
+        gc.enable()
+    assert grown < 50, f"{grown} objects left for the collector by {6 * len(keys)} hits"

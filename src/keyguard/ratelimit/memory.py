@@ -10,7 +10,7 @@ from typing import Final
 
 from . import gcra
 from ._base import DistinctPolicies, PolicyState, RateLimitDecision, check_request
-from ._policy import Policy
+from ._policy import _MAX_EXACT, Policy
 
 __all__ = ["MemoryRateLimiter"]
 
@@ -20,6 +20,17 @@ _NOTHING_APPLIES: Final = RateLimitDecision(True, ())
 #: PolicyState(...) and RateLimitDecision(...) run a Python-level __new__; on every hit this
 #: makes them with tuple's own (the same fields; a decision made here is never degraded).
 _new = tuple.__new__
+
+#: A stored TAT ``(tat_ms, frac)`` is kept as one int, ``tat_ms << _FRAC_BITS | frac`` (a
+#: fraction is below the quota, and a Policy's quota below ``_MAX_EXACT``). The garbage
+#: collector tracks a tuple, not an int: so a hit leaves nothing for it to walk, and a key's
+#: dict of TATs stays untracked, however many keys are in use.
+_FRAC_BITS: Final = _MAX_EXACT.bit_length()
+_FRAC_MASK: Final = (1 << _FRAC_BITS) - 1
+
+
+def _unpacked(stored: int | None) -> tuple[int, int] | None:
+    return None if stored is None else (stored >> _FRAC_BITS, stored & _FRAC_MASK)
 
 
 class MemoryRateLimiter:
@@ -58,8 +69,8 @@ class MemoryRateLimiter:
             raise ValueError(f"max_keys must be a whole number of at least 1, got {max_keys!r}")
         self._clock = clock
         self._max_keys = max_keys
-        #: Per key, the stored TAT of each policy (by name), least recently used first.
-        self._keys: OrderedDict[str, dict[str, tuple[int, int]]] = OrderedDict()
+        #: Per key, the stored TAT of each policy (by name, packed), least recently used first.
+        self._keys: OrderedDict[str, dict[str, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -107,12 +118,15 @@ class MemoryRateLimiter:
             for policy in policies:
                 before = tats.get(policy.name)
                 allowed, _, remaining, reset_ms, tat, _ = gcra.check_one(
-                    now_ms, cost, policy._params, before
+                    now_ms,
+                    cost,
+                    policy._params,
+                    None if before is None else (before >> _FRAC_BITS, before & _FRAC_MASK),
                 )
                 if not allowed:
                     break
                 if tat is not None:
-                    tats[policy.name] = tat
+                    tats[policy.name] = tat[0] << _FRAC_BITS | tat[1]
                 replaced.append(before)
                 states.append(_new(PolicyState, (policy, remaining, reset_ms / 1000)))
             else:
@@ -123,7 +137,10 @@ class MemoryRateLimiter:
                 else:
                     tats[policy.name] = before
             outcome = gcra.check(
-                now_ms, cost, [p._params for p in policies], [tats.get(p.name) for p in policies]
+                now_ms,
+                cost,
+                [p._params for p in policies],
+                [_unpacked(tats.get(p.name)) for p in policies],
             )
         finally:
             lock.release()
