@@ -121,7 +121,7 @@ class MemoryRateLimiter:
                     now_ms,
                     cost,
                     policy._params,
-                    None if before is None else (before >> _FRAC_BITS, before & _FRAC_MASK),
+                    _unpacked(before),
                 )
                 if not allowed:
                     break
