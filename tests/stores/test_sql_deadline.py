@@ -42,13 +42,19 @@ def test_a_disarmed_alarm_leaves_the_socket_alone(watchdog: Watchdog) -> None:
         assert a.recv(1) == b"x"  # the disarmed one still works
 
 
+def _watchdog_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "keyguard-sql-watchdog"}
+
+
 def test_the_watchdog_stops_on_close_and_starts_again() -> None:
+    others = _watchdog_threads()  # another test's store left open is not this one's doing
     watchdog = Watchdog()
     ours, theirs = socket.socketpair()
     with ours, theirs:
         watchdog.disarm(watchdog.arm(ours.fileno(), 5.0))
+        assert _watchdog_threads() - others, "arming started a thread"
         watchdog.close()
-        assert not any(t.name == "keyguard-sql-watchdog" for t in threading.enumerate())
+        assert not _watchdog_threads() - others
         alarm = watchdog.arm(ours.fileno(), 0.1)
         assert ours.recv(1) == b""
         assert watchdog.disarm(alarm) is True
